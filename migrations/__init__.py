@@ -1,0 +1,1 @@
+"""Alembic environment of the session catalog (shipped as onthefly._migrations)."""

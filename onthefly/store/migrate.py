@@ -1,0 +1,390 @@
+"""Schema versions of the session catalog, managed with Alembic.
+
+The Alembic configuration is built here in code; the migration scripts ship
+inside the package as ``onthefly._migrations``, so an installed OnTheFly can
+upgrade a catalog without any file of the source tree. An upgrade runs under a
+file lock next to the catalog (``catalog.sqlite.migrate.lock``): two processes
+never migrate the same file at once, and the second one waits and then finds
+the schema at head. The whole upgrade is one SQLite transaction, so a crash
+leaves the catalog at the revision it had before.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import urllib.parse
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from filelock import FileLock, Timeout
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import NullPool
+
+from onthefly.errors import CorruptFileError, MissingFileError, SchemaError, StoreError
+
+__all__ = [
+    "HEAD",
+    "alembic_config",
+    "upgrade",
+    "downgrade",
+    "current_revision",
+    "check_schema",
+    "schema_verdict",
+    "raise_for_revision",
+    "revision_of",
+    "corruption_error",
+    "translated_errors",
+    "readonly_uri",
+]
+
+HEAD = "0001"
+"""The newest schema revision this version of OnTheFly knows."""
+
+BUSY_TIMEOUT_MS = 5000
+LOCK_SUFFIX = ".migrate.lock"
+LOCK_TIMEOUT_S = 120.0
+
+# Markers of a damaged or foreign file in SQLite's error messages.
+_CORRUPTION_MARKERS = (
+    "file is not a database",
+    "database disk image is malformed",
+    "malformed database schema",
+    "file is encrypted",
+)
+
+
+def _script_location() -> str:
+    import onthefly._migrations as migrations_package
+
+    return str(Path(migrations_package.__file__).resolve().parent)
+
+
+def alembic_config(*, connection: Connection | None = None) -> Config:
+    """An Alembic ``Config`` for the catalog, built without any ini file.
+
+    Args:
+        connection: an open SQLAlchemy connection the migrations run on;
+            ``env.py`` reads it from ``config.attributes["connection"]``.
+
+    Returns:
+        The configuration, its ``script_location`` inside the installed package.
+
+    Example:
+        >>> Path(alembic_config().get_main_option("script_location"), "env.py").is_file()
+        True
+    """
+    cfg = Config()
+    cfg.set_main_option("script_location", _script_location())
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+@lru_cache(maxsize=1)
+def _known_revisions() -> frozenset[str]:
+    scripts = ScriptDirectory.from_config(alembic_config())
+    return frozenset(script.revision for script in scripts.walk_revisions())
+
+
+def schema_verdict(revision: str | None, *, known: Collection[str], head: str = HEAD) -> str:
+    """Compare a catalog's revision with what this package knows.
+
+    Args:
+        revision: the catalog's revision (None when it has none).
+        known: every revision this package ships.
+        head: the newest of them.
+
+    Returns:
+        ``"current"``, ``"empty"`` (no schema yet), ``"behind"`` (an older known
+        revision) or ``"newer"`` (a revision this package does not know).
+
+    Example:
+        >>> schema_verdict("0001", known={"0001"}, head="0001")
+        'current'
+        >>> schema_verdict("0007", known={"0001"}, head="0001")
+        'newer'
+    """
+    if revision is None:
+        return "empty"
+    if revision == head:
+        return "current"
+    if revision in known:
+        return "behind"
+    return "newer"
+
+
+def _schema_error(db_path: Path, revision: str | None, verdict: str) -> SchemaError:
+    if verdict == "newer":
+        return SchemaError(
+            f"catalog {db_path} was written by a newer OnTheFly (schema {revision}, this version "
+            f"knows up to {HEAD}): upgrade with `pip install -U onthefly-ai`"
+        )
+    found = revision if revision is not None else "no schema version"
+    return SchemaError(
+        f"catalog {db_path}: found {found}, expected {HEAD}: back up {db_path} and open it once "
+        "with a writable store to upgrade"
+    )
+
+
+def raise_for_revision(db_path: Path, revision: str | None) -> None:
+    """Raise the SchemaError that fits ``revision`` unless it is ``HEAD``.
+
+    Example:
+        >>> raise_for_revision(Path("catalog.sqlite"), "0001")
+    """
+    verdict = schema_verdict(revision, known=_known_revisions())
+    if verdict != "current":
+        raise _schema_error(Path(db_path), revision, verdict)
+
+
+def corruption_error(db_path: Path, exc: BaseException) -> CorruptFileError | None:
+    """The CorruptFileError for an SQLite error that means a damaged file, else None.
+
+    Args:
+        db_path: the catalog the error came from.
+        exc: an ``sqlite3`` error or a SQLAlchemy error wrapping one.
+
+    Returns:
+        An error naming the file and what to do, or None for other errors
+        (locks, constraints, missing folders).
+
+    Example:
+        >>> corruption_error(Path("c.sqlite"), sqlite3.DatabaseError("file is not a database"))
+        CorruptFileError('catalog c.sqlite is not a readable SQLite database ...')
+    """
+    orig = getattr(exc, "orig", None) or exc
+    if not isinstance(orig, sqlite3.DatabaseError):
+        return None
+    text = str(orig).lower()
+    if not any(marker in text for marker in _CORRUPTION_MARKERS):
+        return None
+    return CorruptFileError(
+        f"catalog {db_path} is not a readable SQLite database ({orig}): restore it from a backup, "
+        "or move its session folder aside and start a new session (the folder's Parquet shards "
+        "and checkpoints stay readable on their own)"
+    )
+
+
+@contextmanager
+def translated_errors(db_path: Path) -> Iterator[None]:
+    """Turn SQLite errors about the file itself into OnTheFly errors; others pass.
+
+    A damaged file becomes CorruptFileError; a lock held past the busy timeout
+    or a file that cannot be opened becomes StoreError.
+    """
+    try:
+        yield
+    except (sa.exc.DBAPIError, sqlite3.DatabaseError) as exc:
+        err: Exception | None = corruption_error(db_path, exc)
+        text = str(getattr(exc, "orig", None) or exc)
+        if err is None and "database is locked" in text:
+            err = StoreError(
+                f"catalog {db_path} stayed locked by another connection ({text}): wait for the "
+                "process writing it to finish, then retry"
+            )
+        if err is None and "unable to open database file" in text:
+            err = StoreError(
+                f"catalog {db_path} cannot be opened ({text}): check that its folder exists and "
+                "is readable (and writable for the process that owns the session)"
+            )
+        if err is None:
+            raise
+        raise err from exc
+
+
+def readonly_uri(db_path: Path) -> str:
+    """The ``file:`` URI that opens ``db_path`` read-only with ``sqlite3.connect(uri=True)``.
+
+    Example:
+        >>> readonly_uri(Path("/tmp/a b/catalog.sqlite"))
+        'file:/tmp/a%20b/catalog.sqlite?mode=ro'
+    """
+    return "file:" + urllib.parse.quote(str(Path(db_path).absolute())) + "?mode=ro"
+
+
+def _migration_engine(db_path: Path, *, readonly: bool = False) -> Engine:
+    """An engine whose transactions also cover DDL, so a failed upgrade rolls back whole."""
+    if readonly:
+        uri = readonly_uri(db_path)
+
+        def creator() -> sqlite3.Connection:
+            return sqlite3.connect(uri, uri=True)
+
+    else:
+        target = str(db_path)
+
+        def creator() -> sqlite3.Connection:
+            return sqlite3.connect(target)
+
+    engine = sa.create_engine("sqlite://", creator=creator, poolclass=NullPool)
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        # pysqlite would commit before each DDL statement; SQLAlchemy's BEGIN
+        # below makes the schema change and the version stamp one transaction.
+        dbapi_conn.isolation_level = None
+        dbapi_conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+    if not readonly:
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn):  # type: ignore[no-untyped-def]
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+@contextmanager
+def _migration_lock(db_path: Path, timeout: float) -> Iterator[None]:
+    lock_path = str(db_path) + LOCK_SUFFIX
+    lock = FileLock(lock_path, thread_local=False)
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:
+        raise StoreError(
+            f"another process has been migrating catalog {db_path} for over {timeout:.0f} s "
+            f"(it holds {lock_path}): wait for it to finish or stop it, then retry"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def revision_of(connection: Connection) -> str | None:
+    """The revision recorded on an open connection (None: no schema yet)."""
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(db_path: Path, *, timeout: float = LOCK_TIMEOUT_S) -> None:
+    """Create ``db_path`` if missing and upgrade its schema to ``HEAD``.
+
+    Runs under ``<db_path>.migrate.lock``; a second process calling this waits
+    for the first and then finds nothing to do.
+
+    Args:
+        db_path: the catalog file (its folder is created if needed).
+        timeout: seconds to wait for another process's migration.
+
+    Raises:
+        SchemaError: the catalog was written by a newer OnTheFly.
+        CorruptFileError: the file is not an SQLite database.
+        StoreError: another process held the migration lock past ``timeout``.
+
+    Example:
+        >>> upgrade(Path("session/catalog.sqlite"))
+        >>> current_revision(Path("session/catalog.sqlite"))
+        '0001'
+    """
+    db_path = Path(db_path)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    with _migration_lock(db_path, timeout):
+        engine = _migration_engine(db_path)
+        try:
+            with translated_errors(db_path), engine.begin() as conn:
+                revision = revision_of(conn)
+                verdict = schema_verdict(revision, known=_known_revisions())
+                if verdict == "current":
+                    return
+                if verdict == "newer":
+                    raise _schema_error(db_path, revision, verdict)
+                command.upgrade(alembic_config(connection=conn), HEAD)
+        finally:
+            engine.dispose()
+
+
+def downgrade(db_path: Path, revision: str = "base", *, timeout: float = LOCK_TIMEOUT_S) -> None:
+    """Downgrade the catalog's schema to ``revision`` (``"base"``: no tables at all).
+
+    Args:
+        db_path: the catalog file; must exist.
+        revision: the target revision.
+        timeout: seconds to wait for another process's migration.
+
+    Raises:
+        SchemaError: the catalog is newer than this package, or ``revision`` is unknown.
+
+    Example:
+        >>> downgrade(Path("session/catalog.sqlite"))
+        >>> current_revision(Path("session/catalog.sqlite")) is None
+        True
+    """
+    db_path = _existing(Path(db_path))
+    with _migration_lock(db_path, timeout):
+        engine = _migration_engine(db_path)
+        try:
+            with translated_errors(db_path), engine.begin() as conn:
+                found = revision_of(conn)
+                if schema_verdict(found, known=_known_revisions()) == "newer":
+                    raise _schema_error(db_path, found, "newer")
+                try:
+                    command.downgrade(alembic_config(connection=conn), revision)
+                except CommandError as exc:
+                    raise SchemaError(
+                        f"cannot downgrade catalog {db_path} to {revision!r} ({exc}): "
+                        f"choose 'base' or a revision up to {HEAD}"
+                    ) from exc
+        finally:
+            engine.dispose()
+
+
+def current_revision(db_path: Path) -> str | None:
+    """The schema revision recorded in the catalog, read without writing anything.
+
+    Args:
+        db_path: the catalog file; must exist.
+
+    Returns:
+        The revision id, or None when the file has no schema yet.
+
+    Raises:
+        MissingFileError: there is no file at ``db_path``.
+        CorruptFileError: the file is not an SQLite database.
+
+    Example:
+        >>> current_revision(Path("session/catalog.sqlite"))
+        '0001'
+    """
+    db_path = _existing(Path(db_path))
+    engine = _migration_engine(db_path, readonly=True)
+    try:
+        with translated_errors(db_path), engine.connect() as conn:
+            return revision_of(conn)
+    finally:
+        engine.dispose()
+
+
+def check_schema(db_path: Path) -> None:
+    """Raise SchemaError unless the catalog is exactly at ``HEAD``.
+
+    Args:
+        db_path: the catalog file; must exist.
+
+    Raises:
+        SchemaError: the catalog is empty, behind, or from a newer OnTheFly;
+            the message says what to do.
+        MissingFileError: there is no file at ``db_path``.
+        CorruptFileError: the file is not an SQLite database.
+
+    Example:
+        >>> check_schema(Path("session/catalog.sqlite"))
+    """
+    db_path = Path(db_path)
+    raise_for_revision(db_path, current_revision(db_path))
+
+
+def _existing(db_path: Path) -> Path:
+    if not db_path.is_file():
+        raise MissingFileError(
+            f"catalog {db_path} does not exist: check the session folder (`onthefly ls` lists "
+            "the sessions of a store)"
+        )
+    return db_path
