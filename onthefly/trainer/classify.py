@@ -1,0 +1,159 @@
+"""Per-sample classification fields: label, prediction, correctness and margin.
+
+Two layouts are recognised:
+
+* **multiclass**: output ``[B, C]`` (``C >= 2``) logits, log-probabilities or
+  scores, target ``[B]`` integer class ids. ``pred`` is the top-1 class and
+  ``margin`` the softmax probability of the top-1 class minus that of the
+  top-2 class (log-probabilities give the same softmax as the probabilities).
+* **binary**: output ``[B]`` or ``[B, 1]`` logits, target of the same number of
+  elements holding 0/1 floats. ``p = sigmoid(output)``, ``pred = p > 0.5`` and
+  ``margin = |2p - 1|``. With ``probabilities=True`` the output is taken as
+  ``p`` directly (a model ending in a sigmoid, trained with ``BCELoss``).
+
+Anything else (regression, sequences, soft targets) gets no fields.
+
+Telling a binary target from a regression target needs a look at the values,
+which costs one device-to-host sync; :func:`classification_kind` does it, and
+the training loop calls it once on the first batch, then passes ``kind=`` on
+every step so that :func:`classification_fields` never syncs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from onthefly.errors import ConfigError
+
+__all__ = ["ClassificationKind", "classification_kind", "classification_fields"]
+
+ClassificationKind = Literal["multiclass", "binary"]
+_KINDS = ("multiclass", "binary")
+
+
+def classification_kind(output: torch.Tensor, target: torch.Tensor) -> ClassificationKind | None:
+    """Tell whether an output/target pair is multiclass, binary, or neither.
+
+    Args:
+        output: the model's output for one batch.
+        target: the batch's target.
+
+    Returns:
+        ``"multiclass"``, ``"binary"`` or ``None``. A binary target must hold
+        only 0 and 1 (this check reads the values: one host sync).
+
+    Example:
+        >>> classification_kind(torch.zeros(4, 3), torch.tensor([0, 2, 1, 1]))
+        'multiclass'
+        >>> classification_kind(torch.zeros(4), torch.tensor([0.0, 1.0, 1.0, 0.0]))
+        'binary'
+        >>> classification_kind(torch.zeros(4), torch.tensor([0.3, 1.0, 2.0, 0.0])) is None
+        True
+    """
+    if not isinstance(output, torch.Tensor) or not isinstance(target, torch.Tensor):
+        return None
+    if not output.is_floating_point() or output.ndim == 0:
+        return None
+    batch = output.shape[0]
+    if _is_multiclass_shape(output, target):
+        return "multiclass"
+    binary_output = output.ndim == 1 or (output.ndim == 2 and output.shape[1] == 1)
+    if binary_output and target.shape[:1] == (batch,) and target.numel() == batch and target.is_floating_point():
+        with torch.no_grad():
+            is_01 = bool(((target == 0) | (target == 1)).all())  # host sync, once
+        return "binary" if is_01 else None
+    return None
+
+
+def classification_fields(
+    output: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    kind: ClassificationKind | None | Literal["auto"] = "auto",
+    probabilities: bool = False,
+) -> dict[str, torch.Tensor] | None:
+    """Compute label, pred, correct and margin for every sample of a batch.
+
+    Args:
+        output: the model's output for the batch.
+        target: the batch's target.
+        kind: ``"multiclass"`` or ``"binary"`` when already known (no host
+            sync), ``None`` for no fields, or ``"auto"`` to call
+            :func:`classification_kind` (one sync for binary-looking batches).
+        probabilities: for the binary kind, the output already holds
+            probabilities instead of logits.
+
+    Returns:
+        ``None`` when the batch is not a classification batch; otherwise a dict
+        of detached tensors on the output's device, each of shape ``[B]``:
+        ``label`` (int64), ``pred`` (int64), ``correct`` (bool), ``margin``
+        (float32).
+
+    Raises:
+        ConfigError: when ``kind`` is not one of the values above, or names a
+            kind the shapes do not fit.
+
+    Example:
+        >>> f = classification_fields(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))
+        >>> f["pred"].tolist(), f["correct"].tolist()
+        ([0, 1], [True, False])
+    """
+    if kind == "auto":
+        kind = classification_kind(output, target)
+    if kind is None:
+        return None
+    if kind not in _KINDS:
+        raise ConfigError(f"kind must be 'auto', 'multiclass', 'binary' or None, got {kind!r}.")
+    with torch.no_grad():
+        if kind == "multiclass":
+            if not _is_multiclass_shape(output, target):
+                raise ConfigError(
+                    f"kind='multiclass' needs output [B, C] and integer target [B], got output "
+                    f"{tuple(output.shape)} and target {tuple(target.shape)} {target.dtype}; pass kind='auto'."
+                )
+            return _multiclass_fields(output.detach(), target.detach())
+        if output.numel() != target.numel() or output.numel() != output.shape[0]:
+            raise ConfigError(
+                f"kind='binary' needs output [B] or [B, 1] and a target of B values, got output "
+                f"{tuple(output.shape)} and target {tuple(target.shape)}; pass kind='auto'."
+            )
+        return _binary_fields(output.detach(), target.detach(), probabilities=probabilities)
+
+
+def _is_multiclass_shape(output: torch.Tensor, target: torch.Tensor) -> bool:
+    return (
+        output.ndim == 2
+        and output.shape[1] >= 2
+        and target.ndim == 1
+        and target.shape[0] == output.shape[0]
+        and not target.is_floating_point()
+        and not target.is_complex()
+        and target.dtype != torch.bool
+    )
+
+
+def _multiclass_fields(output: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    top = torch.softmax(output.float(), dim=1).topk(2, dim=1)
+    pred = top.indices[:, 0]
+    label = target.long()
+    return {
+        "label": label,
+        "pred": pred,
+        "correct": pred == label,
+        "margin": top.values[:, 0] - top.values[:, 1],
+    }
+
+
+def _binary_fields(output: torch.Tensor, target: torch.Tensor, *, probabilities: bool) -> dict[str, torch.Tensor]:
+    values = output.reshape(-1).float()
+    p = values if probabilities else torch.sigmoid(values)
+    pred = (p > 0.5).long()
+    label = target.reshape(-1).long()
+    return {
+        "label": label,
+        "pred": pred,
+        "correct": pred == label,
+        "margin": (2.0 * p - 1.0).abs(),
+    }
