@@ -1,0 +1,156 @@
+"""``trainer.session``: every operation on a training session, in one place.
+
+The dashboard link calls exactly these methods (each is also an RPC method of
+docs/protocol.md), so a notebook, a script thread and the dashboard share one
+implementation. Methods are safe to call from any thread while ``fit`` runs
+and after it returns. Operations that need the model (``test``,
+``checkpoint``) run on the training thread at its next batch boundary; the
+rest answer on the caller's thread.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError, OnTheFlyError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .trainer import Trainer
+
+__all__ = ["SessionHandle"]
+
+_OP_TIMEOUT = 600.0
+
+
+class SessionHandle:
+    """Control and inspect one training session."""
+
+    def __init__(self, trainer: "Trainer") -> None:
+        self._trainer = trainer
+        self._query_lock = threading.Lock()
+        self._con = None
+
+    # -- control ---------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """The session's state: ``{state, step, epoch, session, run, project, pid, ...}``."""
+        return self._trainer._status()
+
+    def pause(self, *, timeout: float = 30.0) -> dict[str, Any]:
+        """Pause at the next batch boundary; returns once paused (or after ``timeout`` s)."""
+        t = self._trainer
+        t._control.request_pause()
+        if t._control.state == "running" and not t._control.on_training_thread():
+            t._control.wait_for_state(("paused", "finished", "idle"), timeout)
+        return self.status()
+
+    def resume(self, *, epochs: int | None = None) -> dict[str, Any]:
+        """Continue a paused run. After the run finished (while a dashboard keeps it
+        open), continues training for ``epochs`` more epochs (default 1)."""
+        t = self._trainer
+        if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
+            raise ConfigError(f"resume(epochs=...) takes a positive integer, got {epochs!r}")
+        extend = (epochs or 1) if t._finished_waiting else 0
+        t._control.request_resume(extend_epochs=extend)
+        return self.status()
+
+    def stop(self) -> dict[str, Any]:
+        """Stop training at the next batch boundary; ``fit`` then returns."""
+        self._trainer._control.request_stop()
+        return self.status()
+
+    def test(self, *, split: str = "test") -> dict[str, Any]:
+        """Evaluate the current model on the ``test`` (or ``val``) loader and record it.
+
+        Leaves the model mode, RNG states and data order as they were: a test in
+        the middle of training does not change the run's result.
+        """
+        if split not in ("test", "val"):
+            raise ConfigError(f"test(split=...) takes 'test' or 'val', got {split!r}")
+        return self._on_training_thread("test", lambda: self._trainer._run_test(split))
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Save model, optimizer, scheduler, scaler, RNG and data position now."""
+        return self._on_training_thread("checkpoint", lambda: self._trainer._save_checkpoint("manual"))
+
+    # -- data ------------------------------------------------------------------
+    def query(self, sql: str, params: list | dict | None = None, *, limit: int = 10_000, format: str = "rows") -> dict[str, Any]:
+        """Read-only SQL over this session's views (samples, steps, runs, ...)."""
+        from ..store.query import run_query
+
+        with self._query_lock:
+            con = self._connection()
+            return run_query(con, sql, params, limit=limit, format=format)
+
+    def report(self, *, run: str | None = None, split: str = "train", epoch: int | None = None, k: int = 20) -> dict[str, Any]:
+        """The per-sample loss distribution of one pass: histogram, quantiles, hardest samples."""
+        from ..store.reports import report
+
+        with self._query_lock:
+            return report(self._connection(), run=run, split=split, epoch=epoch, k=k)
+
+    def slice(
+        self,
+        *,
+        name: str,
+        run: str | None = None,
+        split: str = "train",
+        epoch: int | None = None,
+        loss_min: float | None = None,
+        loss_max: float | None = None,
+        q_min: float | None = None,
+        q_max: float | None = None,
+        ids: list[int] | None = None,
+        replace: bool = False,
+    ) -> dict[str, Any]:
+        """Save the samples in a loss range, quantile range or id set as a named slice."""
+        from ..store.reports import select_slice
+
+        with self._query_lock:
+            return select_slice(
+                self._connection(),
+                self._trainer._require_store().catalog,
+                name=name, run=run, split=split, epoch=epoch, loss_min=loss_min, loss_max=loss_max,
+                q_min=q_min, q_max=q_max, ids=ids, replace=replace,
+            )
+
+    def export_slice(self, *, name: str, path: str, format: str = "csv") -> dict[str, Any]:
+        """Write a slice's rows to CSV, Parquet or JSON at ``path`` (inside the working directory)."""
+        from ..store.reports import export_slice
+
+        with self._query_lock:
+            return export_slice(
+                self._connection(), self._trainer._require_store().catalog,
+                name=name, path=path, format=format, root=Path(os.getcwd()),
+            )
+
+    # -- for the dashboard link -------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """What a (re)connecting dashboard gets first: the state and the runs."""
+        return {"state": self.status(), "runs": self._trainer._runs_payload()}
+
+    # -- internals ---------------------------------------------------------------
+    def _connection(self):
+        from ..store.query import connect, refresh
+
+        store = self._trainer._require_store()
+        store.writer.flush()
+        if self._con is None:
+            self._con = connect(store.dir)
+        else:
+            refresh(self._con, store.dir)
+        return self._con
+
+    def _on_training_thread(self, name: str, run):
+        t = self._trainer
+        control = t._control
+        future = None if control.on_training_thread() else control.submit(name, run)
+        if future is None:
+            with t._model_lock:
+                return run()
+        try:
+            return future.result(timeout=_OP_TIMEOUT)
+        except TimeoutError as exc:  # pragma: no cover - a step longer than the timeout
+            raise OnTheFlyError(f"{name} did not start within {_OP_TIMEOUT:.0f} s: the current step is still running") from exc

@@ -1,0 +1,711 @@
+"""The native ``Trainer``: your model, optimizer, loss and loaders, trained with
+live per-sample loss, pause/resume/test at batch boundaries, and checkpoints
+that resume bitwise.
+
+The loop reads top to bottom in ``_fit``: set up, then epochs of steps, then
+the end-of-run test. Per-sample loss comes from the training forward pass
+itself; sample ids come from the loader's batch sampler.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import socket
+import sys
+import threading
+import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._version import __version__
+from ..errors import ConfigError, TrainingError
+from ..store.lifecycle import SessionStore, Store
+from .batches import call_model, move_to_device, split_batch
+from .classify import classification_fields
+from .config import TrainerConfig
+from .console import Console
+from .control import Controller, nonfinite_action, scheduler_metric, stop_reason, validation_due
+from .evaluate import evaluate
+from .factory import resolve_model_factory
+from .losses import PerSampleLoss
+from .metrics import StepMeter, total_grad_norm
+from .resume import ResumePoint, apply_checkpoint, locate_checkpoint
+from .rng import capture_rng, restore_rng, seed_everything
+from .sampling import TrackedLoader
+from .session import SessionHandle
+
+__all__ = ["Trainer"]
+
+
+@dataclass
+class _Fit:
+    """Everything one ``fit`` call works with."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss: PerSampleLoss
+    train: TrackedLoader
+    val: TrackedLoader | None
+    test: TrackedLoader | None
+    scheduler: Any
+    scaler: Any
+    device: torch.device
+    autocast: Any
+    run_id: str
+    max_epochs: int | None
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # epochs finished
+    batch_in_epoch: int = 0  # batches consumed in the current epoch
+    skip_batches: int = 0  # on resume: batches of the current epoch already trained
+    nonfinite_streak: int = 0
+    checked: bool = False  # the first batch went through the model and loss
+    last_loss: float = math.nan
+    last_val_loss: float | None = None
+
+
+class Trainer:
+    """Train a PyTorch model with live per-sample loss and a session you can steer.
+
+    Args:
+        project: the project name shown in the dashboard and ``onthefly ls``.
+        run_name: the run's name (default: ``"run"``).
+        max_epochs / max_steps: stop conditions; at least one is required.
+        do_test_after: run the test loader when training stops; while a dashboard
+            is connected the process then stays open (paused) for more work.
+        val_every_n_epochs: validate every n epochs; 0 (default) turns validation off.
+        seed: seeds Python, NumPy and torch; the data order is a function of (seed, epoch).
+        amp: "auto" (on for CUDA, off for CPU), True/"fp16", "bf16" or False.
+        grad_clip_norm: clip the gradient norm to this value; off by default.
+        accumulate_grad_batches: batches per optimizer step.
+        dashboard_port: the dashboard's port (default 47621 or $ONTHEFLY_DASHBOARD_PORT).
+        home: the store root (default ./.onthefly or $ONTHEFLY_HOME).
+        scheduler_interval: step the scheduler per "epoch" (default) or per "step".
+        checkpoint_every_n_epochs: a checkpoint at every n-th epoch end (0: only the final one).
+        connect_dashboard: look for a dashboard at all (default True).
+        progress: a progress bar (default: when stdout is a terminal).
+
+    Example:
+        >>> trainer = Trainer(project="demo", max_epochs=3, val_every_n_epochs=1)
+        >>> trainer.fit(model=model, optimizer=opt, loss_fn=nn.CrossEntropyLoss(),
+        ...             train_loader=train, val_loader=val)                 # doctest: +SKIP
+        >>> trainer.session.report()["hardest"][:3]                          # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        project: str,
+        run_name: str | None = None,
+        max_epochs: int | None = None,
+        max_steps: int | None = None,
+        do_test_after: bool = False,
+        val_every_n_epochs: int = 0,
+        seed: int = 0,
+        amp: Any = "auto",
+        grad_clip_norm: float | None = None,
+        accumulate_grad_batches: int = 1,
+        dashboard_port: int | None = None,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        scheduler_interval: str = "epoch",
+        checkpoint_every_n_epochs: int = 1,
+        per_sample_grad_norm: bool = False,
+        connect_dashboard: bool = True,
+        progress: bool | None = None,
+        nonfinite_patience: int = 5,
+    ) -> None:
+        self.config = TrainerConfig(
+            project=project, run_name=run_name, max_epochs=max_epochs, max_steps=max_steps,
+            do_test_after=do_test_after, val_every_n_epochs=val_every_n_epochs, seed=seed, amp=amp,
+            grad_clip_norm=grad_clip_norm, accumulate_grad_batches=accumulate_grad_batches,
+            dashboard_port=dashboard_port, home=None if home is None else os.fspath(home),
+            scheduler_interval=scheduler_interval, checkpoint_every_n_epochs=checkpoint_every_n_epochs,
+            per_sample_grad_norm=per_sample_grad_norm, connect_dashboard=connect_dashboard,
+            progress=progress, nonfinite_patience=nonfinite_patience,
+        )
+        if per_sample_grad_norm:
+            warnings.warn("per_sample_grad_norm is not recorded by this version; the column stays empty", stacklevel=2)
+        self._store = Store(self.config.home)
+        self._session_store: SessionStore | None = None
+        self._control = Controller()
+        self._control.on_state(self._on_state)
+        self._model_lock = threading.RLock()
+        self._fit: _Fit | None = None
+        self._fitting = False
+        self._finished_waiting = False
+        self._link = None
+        self._last_checkpoint: str | None = None
+        self._console = Console(enabled=self.config.progress)
+        self.session = SessionHandle(self)
+
+    # ------------------------------------------------------------------ public
+    def fit(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: Any,
+        train_loader: torch.utils.data.DataLoader,
+        val_loader: torch.utils.data.DataLoader | None = None,
+        test_loader: torch.utils.data.DataLoader | None = None,
+        scheduler: Any = None,
+        device: str | torch.device | None = None,
+        model_factory: Any = None,
+        resume_from: str | os.PathLike[str] | None = None,
+    ) -> nn.Module:
+        """Train ``model`` until ``max_epochs``/``max_steps`` (or a stop from the dashboard).
+
+        Returns:
+            The trained model (the same object).
+
+        Raises:
+            ConfigError: before training starts, for inputs that cannot work.
+            TrainingError: after repeated non-finite losses with no dashboard connected.
+        """
+        self.model_factory = resolve_model_factory(model_factory)
+        _check_inputs(model, optimizer, loss_fn, train_loader)
+        resume = locate_checkpoint(resume_from, store=self._store) if resume_from is not None else None
+        with self._model_lock:
+            self._fit = self._prepare(model, optimizer, loss_fn, train_loader, val_loader, test_loader,
+                                      scheduler, device, resume)
+            self._control.reset()
+            self._control.begin()
+            self._fitting = True
+            try:
+                self._start_link()
+                self._run(self._fit)
+            except BaseException as exc:
+                self._fail(exc)
+                raise
+            finally:
+                self._fitting = False
+                self._control.end()
+                self._session_store.writer.flush()
+        return model
+
+    def close(self) -> None:
+        """Disconnect from the dashboard and close the session store (the files stay)."""
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+        if self._session_store is not None:
+            self._session_store.close()
+            self._session_store = None
+
+    # ------------------------------------------------------------------ set-up
+    def _prepare(self, model, optimizer, loss_fn, train_loader, val_loader, test_loader, scheduler, device, resume):
+        cfg = self.config
+        device = _resolve_device(model, device)
+        model.to(device)
+        use_amp, amp_dtype = _amp_mode(cfg.amp, device)
+        scaler = torch.amp.GradScaler(device.type) if use_amp and amp_dtype == torch.float16 else None
+        autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if use_amp else nullcontext
+
+        store = self._require_store()
+        parents = ()
+        if resume is not None and resume.run is not None:
+            _ensure_run(store, resume)
+            parents = ((resume.run["id"], "resumed_from"),)
+        run = store.catalog.add_run(
+            name=cfg.run_name or "run", kind="base", parents=parents,
+            config=cfg.as_dict(), hparams=_hparams(optimizer, train_loader),
+        )
+        fit = _Fit(
+            model=model, optimizer=optimizer, loss=PerSampleLoss(loss_fn),
+            train=TrackedLoader(train_loader, seed=cfg.seed),
+            val=TrackedLoader(val_loader, seed=cfg.seed) if val_loader is not None else None,
+            test=TrackedLoader(test_loader, seed=cfg.seed) if test_loader is not None else None,
+            scheduler=scheduler, scaler=scaler, device=device, autocast=autocast,
+            run_id=run.id, max_epochs=cfg.max_epochs,
+        )
+        seed_everything(cfg.seed)
+        if resume is not None:
+            self._restore(fit, resume)
+        self._notify("run", self._run_payload(run.id))
+        return fit
+
+    def _restore(self, fit: _Fit, resume: ResumePoint) -> None:
+        data = resume.data
+        apply_checkpoint(data, model=fit.model, optimizer=fit.optimizer, scheduler=fit.scheduler, scaler=fit.scaler)
+        if data.rng is not None:
+            restore_rng(data.rng)
+        position = data.sampler or {}
+        fit.step = int(position.get("step", 0))
+        fit.epoch = int(position.get("epoch", 0))
+        fit.skip_batches = int(position.get("batch", 0))
+        fit.nonfinite_streak = int(position.get("nonfinite_streak", 0))
+
+    def _require_store(self) -> SessionStore:
+        # Opening a session cleans up earlier ones; a resume checkpoint is
+        # already in memory by then.
+        if self._session_store is None:
+            self._session_store = self._store.open_session(self.config.project, meta={"argv": sys.argv})
+            atexit.register(self.close)
+        return self._session_store
+
+    def _start_link(self) -> None:
+        if self._link is not None or not self.config.connect_dashboard:
+            return
+        from ..link import DashboardLink
+
+        store = self._session_store
+        self._link = DashboardLink(
+            self.session,
+            port=self.config.dashboard_port,
+            client_info={
+                "version": __version__, "pid": os.getpid(), "session": store.id,
+                "project": self.config.project, "run": self._fit.run_id if self._fit else None,
+                "host": socket.gethostname(),
+            },
+        )
+        self._link.start()
+
+    # ------------------------------------------------------------------ the loop
+    def _run(self, fit: _Fit) -> None:
+        cfg = self.config
+        writer = self._session_store.writer
+        self._control.set_state("running")
+        self._console.start(fit.max_epochs, len(fit.train), fit.epoch)
+        while True:
+            reason = self._train_until_stop(fit)
+            if reason is None:  # stopped from outside
+                break
+            if cfg.do_test_after:
+                if fit.test is not None:
+                    self._run_test("test")
+                else:
+                    self._log("warning", "do_test_after=True but no test_loader was given: no test ran")
+                if self._wait_for_more_work(fit):
+                    continue
+            break
+        self._save_checkpoint("final")
+        writer.flush()
+        self._session_store.catalog.set_run_status(fit.run_id, "stopped" if self._control.stop_requested else "finished", ended=True)
+        self._control.set_state("finished")
+        self._notify("run", self._run_payload(fit.run_id))
+        self._console.close()
+
+    def _train_until_stop(self, fit: _Fit) -> str | None:
+        """Epochs of steps until a stop condition; None when stopped from outside."""
+        cfg = self.config
+        while True:
+            if self._boundary(fit):
+                return None
+            reason = stop_reason(step=fit.step, epoch=fit.epoch, max_steps=cfg.max_steps, max_epochs=fit.max_epochs)
+            if reason is not None:
+                self._log("info", f"training stopped: {reason}")
+                return reason
+            if not self._train_epoch(fit):
+                return None
+
+    def _train_epoch(self, fit: _Fit) -> bool:
+        """One epoch of optimizer steps. Returns False when stopped from outside."""
+        cfg = self.config
+        writer = self._session_store.writer
+        fit.train.set_epoch(fit.epoch)
+        fit.batch_in_epoch = fit.skip_batches
+        if fit.skip_batches:
+            fit.train.skip_batches(fit.skip_batches)
+            fit.skip_batches = 0
+        batches = iter(fit.train)
+        meter = StepMeter(fit.device)
+        fit.model.train()
+        exhausted = False
+        while not exhausted:
+            if self._boundary(fit):
+                return False
+            if cfg.max_steps is not None and fit.step >= cfg.max_steps:
+                writer.end_pass(fit.run_id, "train", fit.epoch, fit.step, metrics={"partial": True})
+                return True
+            exhausted = not self._train_step(fit, batches, meter)
+        writer.end_pass(fit.run_id, "train", fit.epoch, fit.step)
+        fit.epoch += 1
+        fit.batch_in_epoch = 0
+        val_loss = None
+        if validation_due(finished_epochs=fit.epoch, every=cfg.val_every_n_epochs, has_loader=fit.val is not None):
+            val_loss = self._evaluate_split(fit, "val")["loss"]
+            fit.last_val_loss = val_loss
+        self._step_scheduler(fit, interval="epoch", val_loss=val_loss)
+        self._console.epoch_end(fit.epoch, fit.step, fit.last_loss, val_loss)
+        if cfg.checkpoint_every_n_epochs and fit.epoch % cfg.checkpoint_every_n_epochs == 0:
+            self._save_checkpoint("epoch")
+        return True
+
+    def _train_step(self, fit: _Fit, batches, meter: StepMeter) -> bool:
+        """One optimizer step over up to ``accumulate_grad_batches`` batches.
+
+        Returns False when the epoch had no batch left.
+        """
+        cfg = self.config
+        writer = self._session_store.writer
+        accumulate = cfg.accumulate_grad_batches
+        step_number = fit.step + 1
+        losses: list[float] = []
+        bad_ids: list[int] = []
+        took = 0
+        while took < accumulate:
+            meter.data_start()
+            try:
+                sample_ids, batch = next(batches)
+            except StopIteration:
+                break
+            meter.data_end()
+            took += 1
+            fit.batch_in_epoch += 1
+            inputs, target = split_batch(move_to_device(batch, fit.device))
+            with fit.autocast():
+                if not fit.checked:
+                    output, result = _first_forward(fit, inputs, target)
+                else:
+                    output = call_model(fit.model, inputs)
+                    result = fit.loss(output, target)
+            loss = result.loss
+            finite = bool(torch.isfinite(loss))  # CPU-GPU sync here, once a batch
+            if finite:
+                scaled = loss / accumulate
+                (fit.scaler.scale(scaled) if fit.scaler is not None else scaled).backward()
+                losses.append(float(loss.detach()))
+            else:
+                bad_ids.extend(int(i) for i in sample_ids)
+            fields = classification_fields(output, target) or {}
+            writer.log_samples(
+                fit.run_id, "train", fit.epoch, step_number, sample_ids,
+                result.per_sample.float().cpu().numpy(),
+                **{k: v.cpu().numpy() for k, v in fields.items()},
+            )
+            meter.compute_end(len(sample_ids))
+        if took == 0:
+            return False
+        grad_norm = self._optimizer_step(fit, skip=bool(bad_ids))
+        if bad_ids or (grad_norm is not None and not math.isfinite(grad_norm)):
+            self._on_nonfinite(fit, step_number, bad_ids, grad_norm)
+            return True
+        fit.nonfinite_streak = 0
+        fit.step = step_number
+        fit.last_loss = sum(losses) / len(losses)
+        self._step_scheduler(fit, interval="step", val_loss=None)
+        row = meter.row(step=fit.step, epoch=fit.epoch, loss=fit.last_loss,
+                        lr=fit.optimizer.param_groups[0].get("lr"), grad_norm=grad_norm)
+        writer.log_steps(fit.run_id, [row])
+        if self._link is not None:
+            self._link.push_step(row)
+        self._console.step(fit.step, fit.last_loss)
+        return True
+
+    def _optimizer_step(self, fit: _Fit, *, skip: bool) -> float | None:
+        """Clip, step and zero the gradients; never steps on non-finite values."""
+        if skip:
+            fit.optimizer.zero_grad(set_to_none=True)
+            return None
+        params = [p for group in fit.optimizer.param_groups for p in group["params"]]
+        if fit.scaler is not None:
+            fit.scaler.unscale_(fit.optimizer)
+        if self.config.grad_clip_norm is not None:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip_norm)
+        else:
+            norm = total_grad_norm(params)
+        grad_norm = None if norm is None else float(norm)
+        if grad_norm is not None and not math.isfinite(grad_norm) and fit.scaler is None:
+            fit.optimizer.zero_grad(set_to_none=True)
+            return grad_norm
+        if fit.scaler is not None:
+            fit.scaler.step(fit.optimizer)
+            fit.scaler.update()
+        else:
+            fit.optimizer.step()
+        fit.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
+
+    def _on_nonfinite(self, fit: _Fit, step: int, sample_ids: list[int], grad_norm: float | None) -> None:
+        fit.nonfinite_streak += 1
+        what = "loss" if sample_ids else f"gradient norm ({grad_norm})"
+        self._log("warning", f"non-finite {what} at step {step}: step skipped, model unchanged",
+                  kind="nonfinite", step=step, data={"sample_ids": sample_ids[:1000]})
+        action = nonfinite_action(consecutive=fit.nonfinite_streak, patience=self.config.nonfinite_patience,
+                                  dashboard_connected=self._link is not None and self._link.connected)
+        if action == "raise":
+            raise TrainingError(
+                f"{fit.nonfinite_streak} steps in a row had a non-finite {what} (last at step {step}, epoch {fit.epoch}, "
+                f"samples {sample_ids[:20]}{' …' if len(sample_ids) > 20 else ''}): check those samples and the "
+                "learning rate, or lower it / set grad_clip_norm"
+            )
+        if action == "pause":
+            self._log("error", f"{fit.nonfinite_streak} non-finite steps in a row: training paused", kind="nonfinite")
+            fit.nonfinite_streak = 0
+            self._control.request_pause()
+
+    def _step_scheduler(self, fit: _Fit, *, interval: str, val_loss: float | None) -> None:
+        if fit.scheduler is None or self.config.scheduler_interval != interval:
+            return
+        if isinstance(fit.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            metric = scheduler_metric(val_loss=val_loss, train_loss=fit.last_loss)
+            if metric is not None and math.isfinite(metric):
+                fit.scheduler.step(metric)
+        else:
+            fit.scheduler.step()
+
+    # ------------------------------------------------------------------ boundaries
+    def _boundary(self, fit: _Fit) -> bool:
+        """Serve queued operations and honour pause/stop. True means stop now."""
+        control = self._control
+        control.service()
+        if control.pause_requested and not control.stop_requested:
+            self._write_pause(fit, "paused")
+            control.set_state("paused")
+            control.wait_while_paused()
+            if not control.stop_requested:
+                self._write_pause(fit, "running")
+                control.set_state("running")
+        return control.stop_requested
+
+    def _write_pause(self, fit: _Fit, status: str) -> None:
+        self._session_store.catalog.set_run_status(fit.run_id, status)
+        self._log("info", f"training {'paused' if status == 'paused' else 'resumed'} at step {fit.step}",
+                  kind="pause" if status == "paused" else "resume")
+
+    def _wait_for_more_work(self, fit: _Fit) -> bool:
+        """After the end-of-run test, stay open while a dashboard is connected.
+
+        Returns True when the dashboard asked for more training.
+        """
+        link = self._link
+        if link is None or not link.connected:
+            return False
+        self._finished_waiting = True
+        control = self._control
+        control.request_pause()
+        control.set_state("paused")
+        self._console.note("run finished; waiting for the dashboard (resume to train more, stop to exit)")
+        grace = {"until": time.monotonic() + 10.0}
+
+        def still_wanted() -> bool:
+            if link.connected:
+                grace["until"] = time.monotonic() + 10.0
+                return True
+            return time.monotonic() < grace["until"]
+
+        control.wait_while_paused(keep_waiting=still_wanted)
+        self._finished_waiting = False
+        extra = control.take_extension()
+        if control.stop_requested or extra == 0 or control.pause_requested:
+            return False
+        fit.max_epochs = max(fit.max_epochs or 0, fit.epoch) + extra
+        control.set_state("running")
+        return True
+
+    # ------------------------------------------------------------------ operations
+    def _evaluate_split(self, fit: _Fit, split: str) -> dict[str, Any]:
+        loader = fit.val if split == "val" else fit.test
+        if loader is None:
+            raise ConfigError(f"no {split}_loader was passed to fit(...): pass one to run {split}")
+        writer = self._session_store.writer
+
+        def log_rows(sample_ids, loss, **fields):
+            writer.log_samples(fit.run_id, split, fit.epoch, fit.step, sample_ids, loss, **fields)
+
+        result = evaluate(fit.model, loader, fit.loss, device=fit.device, log_rows=log_rows, autocast=fit.autocast,
+                          should_abort=lambda: self._control.stop_requested)
+        summary = writer.end_pass(fit.run_id, split, fit.epoch, fit.step, metrics=result["metrics"])
+        summary.add_done_callback(self._summary_done)
+        return result
+
+    def _run_test(self, split: str) -> dict[str, Any]:
+        fit = self._fit
+        if fit is None:
+            raise ConfigError("test() needs a model: call trainer.fit(...) first")
+        previous = self._control.state
+        self._control.set_state("testing")
+        try:
+            result = self._evaluate_split(fit, split)
+        finally:
+            self._control.set_state(previous if previous != "testing" else "running")
+        loss = result["loss"]
+        self._session_store.catalog.add_test(
+            run_id=fit.run_id, step=fit.step, epoch=fit.epoch, split=split,
+            loss=None if not math.isfinite(loss) else loss, metrics=result["metrics"],
+        )
+        payload = {"run": fit.run_id, "split": split, "step": fit.step, "epoch": fit.epoch,
+                   "loss": loss if math.isfinite(loss) else None, "metrics": result["metrics"], "count": result["count"]}
+        self._notify("test", payload)
+        self._console.note(f"{split} loss {loss:.4f}" + "".join(f" · {k} {v:.4f}" for k, v in result["metrics"].items() if isinstance(v, float)))
+        return payload
+
+    def _save_checkpoint(self, reason: str) -> dict[str, Any]:
+        fit = self._fit
+        if fit is None:
+            raise ConfigError("checkpoint() needs a model: call trainer.fit(...) first")
+        store = self._session_store
+        info = store.checkpoints.save(
+            run_id=fit.run_id, step=fit.step, epoch=fit.epoch, reason=reason,
+            model=fit.model.state_dict(), optimizer=fit.optimizer.state_dict(),
+            scheduler=fit.scheduler.state_dict() if fit.scheduler is not None else None,
+            scaler=fit.scaler.state_dict() if fit.scaler is not None else None,
+            rng=capture_rng(),
+            sampler={"epoch": fit.epoch, "batch": fit.batch_in_epoch, "step": fit.step,
+                     "seed": self.config.seed, "nonfinite_streak": fit.nonfinite_streak},
+            extra={"session_id": store.id, "step": fit.step, "epoch": fit.epoch,
+                   "run": {"id": fit.run_id, "name": self.config.run_name or "run", "kind": "base", "status": "running"},
+                   "config": self.config.as_dict(), "version": __version__},
+        )
+        self._last_checkpoint = info.id
+        payload = {"id": info.id, "run": fit.run_id, "step": info.step, "epoch": info.epoch,
+                   "reason": reason, "path": info.path, "bytes": info.bytes}
+        self._notify("checkpoint", payload)
+        return payload
+
+    # ------------------------------------------------------------------ reporting
+    def _status(self) -> dict[str, Any]:
+        fit = self._fit
+        store = self._session_store
+        return {
+            "state": self._control.state,
+            "step": fit.step if fit else 0,
+            "epoch": fit.epoch if fit else 0,
+            "session": store.id if store else None,
+            "run": fit.run_id if fit else None,
+            "project": self.config.project,
+            "pid": os.getpid(),
+            "max_epochs": fit.max_epochs if fit else self.config.max_epochs,
+            "max_steps": self.config.max_steps,
+            "checkpoint": self._last_checkpoint,
+        }
+
+    def _run_payload(self, run_id: str) -> dict[str, Any]:
+        run = self._session_store.catalog.run(run_id)
+        return {"id": run.id, "name": run.name, "kind": run.kind, "status": run.status,
+                "created_at": run.created_at, "ended_at": run.ended_at,
+                "parents": [{"id": p, "role": r} for p, r in run.parents]}
+
+    def _runs_payload(self) -> list[dict[str, Any]]:
+        if self._session_store is None:
+            return []
+        return [self._run_payload(r.id) for r in self._session_store.catalog.runs()]
+
+    def _summary_done(self, future) -> None:
+        if future.exception() is None:
+            s = future.result()
+            self._notify("epoch", {
+                "run": s.run_id, "split": s.split, "epoch": s.epoch, "step": s.step, "count": s.count,
+                "mean": s.mean, "min": s.min, "max": s.max,
+                "quantiles": {"p10": s.p10, "p50": s.p50, "p90": s.p90, "p99": s.p99},
+                "hist": {"edges": s.hist_edges, "counts": s.hist_counts}, "metrics": s.metrics,
+            })
+
+    def _on_state(self, state: str) -> None:
+        if self._fit is not None and self._session_store is not None:
+            self._notify("state", self._status())
+
+    def _notify(self, method: str, params: dict[str, Any]) -> None:
+        if self._link is not None:
+            self._link.notify(method, params)
+
+    def _log(self, level: str, message: str, *, kind: str = "log", data: dict | None = None,
+             step: int | None = None) -> None:
+        fit = self._fit
+        if step is None and fit is not None:
+            step = fit.step
+        if self._session_store is not None:
+            self._session_store.catalog.add_event(level=level, kind=kind, message=message,
+                                                  run_id=fit.run_id if fit else None, step=step, data=data)
+        self._notify("log", {"level": level, "kind": kind, "message": message, "step": step})
+        if level in ("warning", "error"):
+            self._console.warn(message)
+
+    def _fail(self, exc: BaseException) -> None:
+        fit, store = self._fit, self._session_store
+        if fit is None or store is None:
+            return
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        try:
+            self._log("warning" if interrupted else "error", f"training {'interrupted' if interrupted else 'failed'}: {exc!r}",
+                      kind="interrupt" if interrupted else "error")
+            store.catalog.set_run_status(fit.run_id, "stopped" if interrupted else "failed", ended=True)
+            self._control.set_state("finished")
+            self._notify("error", {"message": str(exc), "type": type(exc).__name__})
+        except Exception:  # the original error matters more
+            pass
+
+
+# ---------------------------------------------------------------------- helpers
+def _check_inputs(model, optimizer, loss_fn, train_loader) -> None:
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ConfigError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    if not callable(loss_fn):
+        raise ConfigError(f"loss_fn must be callable (e.g. nn.CrossEntropyLoss()), got {type(loss_fn).__name__}")
+    if not isinstance(train_loader, torch.utils.data.DataLoader):
+        raise ConfigError(f"train_loader must be a torch DataLoader, got {type(train_loader).__name__}")
+    model_params = {id(p) for p in model.parameters()}
+    opt_params = [p for g in optimizer.param_groups for p in g["params"]]
+    if opt_params and not any(id(p) in model_params for p in opt_params):
+        raise ConfigError("the optimizer holds none of the model's parameters: build it from model.parameters()")
+
+
+def _first_forward(fit: _Fit, inputs, target):
+    """The first batch, with errors that say which input did not fit."""
+    try:
+        output = call_model(fit.model, inputs)
+    except Exception as exc:
+        raise ConfigError(
+            f"the model could not take the first batch of train_loader ({_describe(inputs)}): "
+            f"{type(exc).__name__}: {exc}. Check that the loader yields (inputs, target) the model accepts"
+        ) from exc
+    fit.loss.check(output, target)
+    result = fit.loss(output, target)
+    fit.checked = True
+    return output, result
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, torch.Tensor):
+        return f"tensor {tuple(obj.shape)} {obj.dtype} on {obj.device}"
+    if isinstance(obj, (list, tuple)):
+        return "(" + ", ".join(_describe(o) for o in obj) + ")"
+    if isinstance(obj, dict):
+        return "{" + ", ".join(f"{k}: {_describe(v)}" for k, v in obj.items()) + "}"
+    return type(obj).__name__
+
+
+def _resolve_device(model: nn.Module, device) -> torch.device:
+    devices = {p.device for p in model.parameters()} | {b.device for b in model.buffers()}
+    if device is not None:
+        return torch.device(device)
+    if len(devices) > 1:
+        raise ConfigError(
+            f"the model's parameters are on several devices ({sorted(map(str, devices))}): "
+            "pass device=... to fit so OnTheFly moves the model and the data there"
+        )
+    return devices.pop() if devices else torch.device("cpu")
+
+
+def _amp_mode(amp: Any, device: torch.device) -> tuple[bool, torch.dtype | None]:
+    if amp in (False, "off"):
+        return False, None
+    if amp == "auto":
+        return (True, torch.float16) if device.type == "cuda" else (False, None)
+    if amp == "bf16":
+        return True, torch.bfloat16
+    if device.type != "cuda":
+        raise ConfigError(f"amp={amp!r} (float16 with a GradScaler) needs a CUDA device; use amp='bf16' or 'auto' on {device}")
+    return True, torch.float16
+
+
+def _hparams(optimizer: torch.optim.Optimizer, loader) -> dict[str, Any]:
+    group = optimizer.param_groups[0]
+    keep = {k: v for k, v in group.items() if k != "params" and isinstance(v, (int, float, str, bool, type(None)))}
+    return {"optimizer": type(optimizer).__name__, **keep, "batch_size": getattr(loader, "batch_size", None)}
+
+
+def _ensure_run(store: SessionStore, resume: ResumePoint) -> None:
+    """Copy the resumed-from run's record into this session so lineage resolves here."""
+    run = resume.run
+    known = {r.id for r in store.catalog.runs()}
+    if run["id"] not in known:
+        store.catalog.add_run(run_id=run["id"], name=run.get("name") or "run", kind="imported",
+                              status=run.get("status") or "finished", config=run.get("config"))
