@@ -51,12 +51,12 @@ class Console:
         else:
             print(text, file=self._stream, flush=True)
 
-    def warn(self, message: str) -> None:
+    def warn(self, message: str, *, level: str = "warning") -> None:
         key = message.split(" at step ")[0]
         if key in self._warned:
             return
         self._warned.add(key)
-        self.note(f"warning: {message}")
+        self.note(f"{level}: {message}")
 
     def close(self) -> None:
         if self._bar is not None:

@@ -53,7 +53,10 @@ class SessionHandle:
         if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
             raise ConfigError(f"resume(epochs=...) takes a positive integer, got {epochs!r}")
         extend = (epochs or 1) if t._finished_waiting else 0
+        was_paused = t._control.state == "paused"
         t._control.request_resume(extend_epochs=extend)
+        if was_paused and not t._control.on_training_thread():
+            t._control.wait_for_state(("running", "testing", "finished"), 10.0)
         return self.status()
 
     def stop(self) -> dict[str, Any]:

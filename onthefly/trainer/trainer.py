@@ -9,14 +9,8 @@ itself; sample ids come from the loader's batch sampler.
 
 from __future__ import annotations
 
-import atexit
 import math
 import os
-import socket
-import sys
-import threading
-import time
-import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -26,12 +20,13 @@ from torch import nn
 
 from .._version import __version__
 from ..errors import ConfigError, TrainingError
-from ..store.lifecycle import SessionStore, Store
+from ..store.lifecycle import SessionStore
+from .backend import Position, TrainingSession
 from .batches import call_model, move_to_device, split_batch
-from .classify import classification_fields
+from .checks import amp_mode, check_inputs, first_forward, hparams_of, resolve_device
+from .classify import classification_fields, classification_kind
 from .config import TrainerConfig
-from .console import Console
-from .control import Controller, nonfinite_action, scheduler_metric, stop_reason, validation_due
+from .control import nonfinite_action, scheduler_metric, stop_reason, validation_due
 from .evaluate import evaluate
 from .factory import resolve_model_factory
 from .losses import PerSampleLoss
@@ -39,7 +34,6 @@ from .metrics import StepMeter, total_grad_norm
 from .resume import ResumePoint, apply_checkpoint, locate_checkpoint
 from .rng import capture_rng, restore_rng, seed_everything
 from .sampling import TrackedLoader
-from .session import SessionHandle
 
 __all__ = ["Trainer"]
 
@@ -66,11 +60,12 @@ class _Fit:
     skip_batches: int = 0  # on resume: batches of the current epoch already trained
     nonfinite_streak: int = 0
     checked: bool = False  # the first batch went through the model and loss
+    kind: str | None = None  # classification kind, decided on the first batch
     last_loss: float = math.nan
     last_val_loss: float | None = None
 
 
-class Trainer:
+class Trainer(TrainingSession):
     """Train a PyTorch model with live per-sample loss and a session you can steer.
 
     Args:
@@ -129,20 +124,10 @@ class Trainer:
             per_sample_grad_norm=per_sample_grad_norm, connect_dashboard=connect_dashboard,
             progress=progress, nonfinite_patience=nonfinite_patience,
         )
-        if per_sample_grad_norm:
-            warnings.warn("per_sample_grad_norm is not recorded by this version; the column stays empty", stacklevel=2)
-        self._store = Store(self.config.home)
-        self._session_store: SessionStore | None = None
-        self._control = Controller()
-        self._control.on_state(self._on_state)
-        self._model_lock = threading.RLock()
+        super().__init__(project=project, run_name=run_name, home=self.config.home, dashboard_port=dashboard_port,
+                         connect_dashboard=connect_dashboard, progress=progress)
         self._fit: _Fit | None = None
-        self._fitting = False
-        self._finished_waiting = False
-        self._link = None
-        self._last_checkpoint: str | None = None
-        self._console = Console(enabled=self.config.progress)
-        self.session = SessionHandle(self)
+        self.model_factory = None
 
     # ------------------------------------------------------------------ public
     def fit(
@@ -168,7 +153,7 @@ class Trainer:
             TrainingError: after repeated non-finite losses with no dashboard connected.
         """
         self.model_factory = resolve_model_factory(model_factory)
-        _check_inputs(model, optimizer, loss_fn, train_loader)
+        check_inputs(model, optimizer, loss_fn, train_loader)
         resume = locate_checkpoint(resume_from, store=self._store) if resume_from is not None else None
         with self._model_lock:
             self._fit = self._prepare(model, optimizer, loss_fn, train_loader, val_loader, test_loader,
@@ -188,21 +173,12 @@ class Trainer:
                 self._session_store.writer.flush()
         return model
 
-    def close(self) -> None:
-        """Disconnect from the dashboard and close the session store (the files stay)."""
-        if self._link is not None:
-            self._link.close()
-            self._link = None
-        if self._session_store is not None:
-            self._session_store.close()
-            self._session_store = None
-
     # ------------------------------------------------------------------ set-up
     def _prepare(self, model, optimizer, loss_fn, train_loader, val_loader, test_loader, scheduler, device, resume):
         cfg = self.config
-        device = _resolve_device(model, device)
+        device = resolve_device(model, device)
         model.to(device)
-        use_amp, amp_dtype = _amp_mode(cfg.amp, device)
+        use_amp, amp_dtype = amp_mode(cfg.amp, device)
         scaler = torch.amp.GradScaler(device.type) if use_amp and amp_dtype == torch.float16 else None
         autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if use_amp else nullcontext
 
@@ -213,7 +189,7 @@ class Trainer:
             parents = ((resume.run["id"], "resumed_from"),)
         run = store.catalog.add_run(
             name=cfg.run_name or "run", kind="base", parents=parents,
-            config=cfg.as_dict(), hparams=_hparams(optimizer, train_loader),
+            config=cfg.as_dict(), hparams=hparams_of(optimizer, train_loader),
         )
         fit = _Fit(
             model=model, optimizer=optimizer, loss=PerSampleLoss(loss_fn),
@@ -240,61 +216,35 @@ class Trainer:
         fit.skip_batches = int(position.get("batch", 0))
         fit.nonfinite_streak = int(position.get("nonfinite_streak", 0))
 
-    def _require_store(self) -> SessionStore:
-        # Opening a session cleans up earlier ones; a resume checkpoint is
-        # already in memory by then.
-        if self._session_store is None:
-            self._session_store = self._store.open_session(self.config.project, meta={"argv": sys.argv})
-            atexit.register(self.close)
-        return self._session_store
-
-    def _start_link(self) -> None:
-        if self._link is not None or not self.config.connect_dashboard:
-            return
-        from ..link import DashboardLink
-
-        store = self._session_store
-        self._link = DashboardLink(
-            self.session,
-            port=self.config.dashboard_port,
-            client_info={
-                "version": __version__, "pid": os.getpid(), "session": store.id,
-                "project": self.config.project, "run": self._fit.run_id if self._fit else None,
-                "host": socket.gethostname(),
-            },
-        )
-        self._link.start()
-
     # ------------------------------------------------------------------ the loop
     def _run(self, fit: _Fit) -> None:
         cfg = self.config
-        writer = self._session_store.writer
         self._control.set_state("running")
         self._console.start(fit.max_epochs, len(fit.train), fit.epoch)
+        reached_end = False
         while True:
-            reason = self._train_until_stop(fit)
-            if reason is None:  # stopped from outside
+            if self._train_until_stop(fit) is None:  # stopped from outside
                 break
-            if cfg.do_test_after:
-                if fit.test is not None:
-                    self._run_test("test")
-                else:
-                    self._log("warning", "do_test_after=True but no test_loader was given: no test ran")
-                if self._wait_for_more_work(fit):
-                    continue
-            break
+            reached_end = True
+            if not cfg.do_test_after:
+                break
+            if fit.test is not None:
+                self._run_test("test")
+            else:
+                self._log("warning", "do_test_after=True but no test_loader was given: no test ran")
+            more = self._wait_for_more_work()
+            if not more:
+                break
+            fit.max_epochs = max(fit.max_epochs or 0, fit.epoch) + more
         self._save_checkpoint("final")
-        writer.flush()
-        self._session_store.catalog.set_run_status(fit.run_id, "stopped" if self._control.stop_requested else "finished", ended=True)
-        self._control.set_state("finished")
-        self._notify("run", self._run_payload(fit.run_id))
+        self._finish_run("finished" if reached_end else "stopped")
         self._console.close()
 
     def _train_until_stop(self, fit: _Fit) -> str | None:
         """Epochs of steps until a stop condition; None when stopped from outside."""
         cfg = self.config
         while True:
-            if self._boundary(fit):
+            if self._boundary():
                 return None
             reason = stop_reason(step=fit.step, epoch=fit.epoch, max_steps=cfg.max_steps, max_epochs=fit.max_epochs)
             if reason is not None:
@@ -317,13 +267,14 @@ class Trainer:
         fit.model.train()
         exhausted = False
         while not exhausted:
-            if self._boundary(fit):
+            if self._boundary():
                 return False
             if cfg.max_steps is not None and fit.step >= cfg.max_steps:
-                writer.end_pass(fit.run_id, "train", fit.epoch, fit.step, metrics={"partial": True})
+                writer.end_pass(fit.run_id, "train", fit.epoch, fit.step,
+                                metrics={"partial": True}).add_done_callback(self._summary_done)
                 return True
             exhausted = not self._train_step(fit, batches, meter)
-        writer.end_pass(fit.run_id, "train", fit.epoch, fit.step)
+        writer.end_pass(fit.run_id, "train", fit.epoch, fit.step).add_done_callback(self._summary_done)
         fit.epoch += 1
         fit.batch_in_epoch = 0
         val_loss = None
@@ -360,10 +311,11 @@ class Trainer:
             inputs, target = split_batch(move_to_device(batch, fit.device))
             with fit.autocast():
                 if not fit.checked:
-                    output, result = _first_forward(fit, inputs, target)
+                    output, result = first_forward(fit.model, fit.loss, inputs, target)
+                    fit.kind, fit.checked = classification_kind(output, target), True
                 else:
                     output = call_model(fit.model, inputs)
-                    result = fit.loss(output, target)
+                    result = fit.loss(output, target, batch_size=len(sample_ids))
             loss = result.loss
             finite = bool(torch.isfinite(loss))  # CPU-GPU sync here, once a batch
             if finite:
@@ -372,7 +324,7 @@ class Trainer:
                 losses.append(float(loss.detach()))
             else:
                 bad_ids.extend(int(i) for i in sample_ids)
-            fields = classification_fields(output, target) or {}
+            fields = (classification_fields(output, target, kind=fit.kind) if fit.kind else None) or {}
             writer.log_samples(
                 fit.run_id, "train", fit.epoch, step_number, sample_ids,
                 result.per_sample.float().cpu().numpy(),
@@ -449,55 +401,6 @@ class Trainer:
         else:
             fit.scheduler.step()
 
-    # ------------------------------------------------------------------ boundaries
-    def _boundary(self, fit: _Fit) -> bool:
-        """Serve queued operations and honour pause/stop. True means stop now."""
-        control = self._control
-        control.service()
-        if control.pause_requested and not control.stop_requested:
-            self._write_pause(fit, "paused")
-            control.set_state("paused")
-            control.wait_while_paused()
-            if not control.stop_requested:
-                self._write_pause(fit, "running")
-                control.set_state("running")
-        return control.stop_requested
-
-    def _write_pause(self, fit: _Fit, status: str) -> None:
-        self._session_store.catalog.set_run_status(fit.run_id, status)
-        self._log("info", f"training {'paused' if status == 'paused' else 'resumed'} at step {fit.step}",
-                  kind="pause" if status == "paused" else "resume")
-
-    def _wait_for_more_work(self, fit: _Fit) -> bool:
-        """After the end-of-run test, stay open while a dashboard is connected.
-
-        Returns True when the dashboard asked for more training.
-        """
-        link = self._link
-        if link is None or not link.connected:
-            return False
-        self._finished_waiting = True
-        control = self._control
-        control.request_pause()
-        control.set_state("paused")
-        self._console.note("run finished; waiting for the dashboard (resume to train more, stop to exit)")
-        grace = {"until": time.monotonic() + 10.0}
-
-        def still_wanted() -> bool:
-            if link.connected:
-                grace["until"] = time.monotonic() + 10.0
-                return True
-            return time.monotonic() < grace["until"]
-
-        control.wait_while_paused(keep_waiting=still_wanted)
-        self._finished_waiting = False
-        extra = control.take_extension()
-        if control.stop_requested or extra == 0 or control.pause_requested:
-            return False
-        fit.max_epochs = max(fit.max_epochs or 0, fit.epoch) + extra
-        control.set_state("running")
-        return True
-
     # ------------------------------------------------------------------ operations
     def _evaluate_split(self, fit: _Fit, split: str) -> dict[str, Any]:
         loader = fit.val if split == "val" else fit.test
@@ -524,16 +427,7 @@ class Trainer:
             result = self._evaluate_split(fit, split)
         finally:
             self._control.set_state(previous if previous != "testing" else "running")
-        loss = result["loss"]
-        self._session_store.catalog.add_test(
-            run_id=fit.run_id, step=fit.step, epoch=fit.epoch, split=split,
-            loss=None if not math.isfinite(loss) else loss, metrics=result["metrics"],
-        )
-        payload = {"run": fit.run_id, "split": split, "step": fit.step, "epoch": fit.epoch,
-                   "loss": loss if math.isfinite(loss) else None, "metrics": result["metrics"], "count": result["count"]}
-        self._notify("test", payload)
-        self._console.note(f"{split} loss {loss:.4f}" + "".join(f" · {k} {v:.4f}" for k, v in result["metrics"].items() if isinstance(v, float)))
-        return payload
+        return self._record_test(split, result)
 
     def _save_checkpoint(self, reason: str) -> dict[str, Any]:
         fit = self._fit
@@ -552,154 +446,13 @@ class Trainer:
                    "run": {"id": fit.run_id, "name": self.config.run_name or "run", "kind": "base", "status": "running"},
                    "config": self.config.as_dict(), "version": __version__},
         )
-        self._last_checkpoint = info.id
-        payload = {"id": info.id, "run": fit.run_id, "step": info.step, "epoch": info.epoch,
-                   "reason": reason, "path": info.path, "bytes": info.bytes}
-        self._notify("checkpoint", payload)
-        return payload
+        return self._record_checkpoint(info, reason)
 
-    # ------------------------------------------------------------------ reporting
-    def _status(self) -> dict[str, Any]:
+    def _position(self) -> Position:
         fit = self._fit
-        store = self._session_store
-        return {
-            "state": self._control.state,
-            "step": fit.step if fit else 0,
-            "epoch": fit.epoch if fit else 0,
-            "session": store.id if store else None,
-            "run": fit.run_id if fit else None,
-            "project": self.config.project,
-            "pid": os.getpid(),
-            "max_epochs": fit.max_epochs if fit else self.config.max_epochs,
-            "max_steps": self.config.max_steps,
-            "checkpoint": self._last_checkpoint,
-        }
-
-    def _run_payload(self, run_id: str) -> dict[str, Any]:
-        run = self._session_store.catalog.run(run_id)
-        return {"id": run.id, "name": run.name, "kind": run.kind, "status": run.status,
-                "created_at": run.created_at, "ended_at": run.ended_at,
-                "parents": [{"id": p, "role": r} for p, r in run.parents]}
-
-    def _runs_payload(self) -> list[dict[str, Any]]:
-        if self._session_store is None:
-            return []
-        return [self._run_payload(r.id) for r in self._session_store.catalog.runs()]
-
-    def _summary_done(self, future) -> None:
-        if future.exception() is None:
-            s = future.result()
-            self._notify("epoch", {
-                "run": s.run_id, "split": s.split, "epoch": s.epoch, "step": s.step, "count": s.count,
-                "mean": s.mean, "min": s.min, "max": s.max,
-                "quantiles": {"p10": s.p10, "p50": s.p50, "p90": s.p90, "p99": s.p99},
-                "hist": {"edges": s.hist_edges, "counts": s.hist_counts}, "metrics": s.metrics,
-            })
-
-    def _on_state(self, state: str) -> None:
-        if self._fit is not None and self._session_store is not None:
-            self._notify("state", self._status())
-
-    def _notify(self, method: str, params: dict[str, Any]) -> None:
-        if self._link is not None:
-            self._link.notify(method, params)
-
-    def _log(self, level: str, message: str, *, kind: str = "log", data: dict | None = None,
-             step: int | None = None) -> None:
-        fit = self._fit
-        if step is None and fit is not None:
-            step = fit.step
-        if self._session_store is not None:
-            self._session_store.catalog.add_event(level=level, kind=kind, message=message,
-                                                  run_id=fit.run_id if fit else None, step=step, data=data)
-        self._notify("log", {"level": level, "kind": kind, "message": message, "step": step})
-        if level in ("warning", "error"):
-            self._console.warn(message)
-
-    def _fail(self, exc: BaseException) -> None:
-        fit, store = self._fit, self._session_store
-        if fit is None or store is None:
-            return
-        interrupted = isinstance(exc, KeyboardInterrupt)
-        try:
-            self._log("warning" if interrupted else "error", f"training {'interrupted' if interrupted else 'failed'}: {exc!r}",
-                      kind="interrupt" if interrupted else "error")
-            store.catalog.set_run_status(fit.run_id, "stopped" if interrupted else "failed", ended=True)
-            self._control.set_state("finished")
-            self._notify("error", {"message": str(exc), "type": type(exc).__name__})
-        except Exception:  # the original error matters more
-            pass
-
-
-# ---------------------------------------------------------------------- helpers
-def _check_inputs(model, optimizer, loss_fn, train_loader) -> None:
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise ConfigError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    if not callable(loss_fn):
-        raise ConfigError(f"loss_fn must be callable (e.g. nn.CrossEntropyLoss()), got {type(loss_fn).__name__}")
-    if not isinstance(train_loader, torch.utils.data.DataLoader):
-        raise ConfigError(f"train_loader must be a torch DataLoader, got {type(train_loader).__name__}")
-    model_params = {id(p) for p in model.parameters()}
-    opt_params = [p for g in optimizer.param_groups for p in g["params"]]
-    if opt_params and not any(id(p) in model_params for p in opt_params):
-        raise ConfigError("the optimizer holds none of the model's parameters: build it from model.parameters()")
-
-
-def _first_forward(fit: _Fit, inputs, target):
-    """The first batch, with errors that say which input did not fit."""
-    try:
-        output = call_model(fit.model, inputs)
-    except Exception as exc:
-        raise ConfigError(
-            f"the model could not take the first batch of train_loader ({_describe(inputs)}): "
-            f"{type(exc).__name__}: {exc}. Check that the loader yields (inputs, target) the model accepts"
-        ) from exc
-    fit.loss.check(output, target)
-    result = fit.loss(output, target)
-    fit.checked = True
-    return output, result
-
-
-def _describe(obj: Any) -> str:
-    if isinstance(obj, torch.Tensor):
-        return f"tensor {tuple(obj.shape)} {obj.dtype} on {obj.device}"
-    if isinstance(obj, (list, tuple)):
-        return "(" + ", ".join(_describe(o) for o in obj) + ")"
-    if isinstance(obj, dict):
-        return "{" + ", ".join(f"{k}: {_describe(v)}" for k, v in obj.items()) + "}"
-    return type(obj).__name__
-
-
-def _resolve_device(model: nn.Module, device) -> torch.device:
-    devices = {p.device for p in model.parameters()} | {b.device for b in model.buffers()}
-    if device is not None:
-        return torch.device(device)
-    if len(devices) > 1:
-        raise ConfigError(
-            f"the model's parameters are on several devices ({sorted(map(str, devices))}): "
-            "pass device=... to fit so OnTheFly moves the model and the data there"
-        )
-    return devices.pop() if devices else torch.device("cpu")
-
-
-def _amp_mode(amp: Any, device: torch.device) -> tuple[bool, torch.dtype | None]:
-    if amp in (False, "off"):
-        return False, None
-    if amp == "auto":
-        return (True, torch.float16) if device.type == "cuda" else (False, None)
-    if amp == "bf16":
-        return True, torch.bfloat16
-    if device.type != "cuda":
-        raise ConfigError(f"amp={amp!r} (float16 with a GradScaler) needs a CUDA device; use amp='bf16' or 'auto' on {device}")
-    return True, torch.float16
-
-
-def _hparams(optimizer: torch.optim.Optimizer, loader) -> dict[str, Any]:
-    group = optimizer.param_groups[0]
-    keep = {k: v for k, v in group.items() if k != "params" and isinstance(v, (int, float, str, bool, type(None)))}
-    return {"optimizer": type(optimizer).__name__, **keep, "batch_size": getattr(loader, "batch_size", None)}
+        if fit is None:
+            return Position(max_epochs=self.config.max_epochs)
+        return Position(fit.run_id, fit.step, fit.epoch, fit.max_epochs)
 
 
 def _ensure_run(store: SessionStore, resume: ResumePoint) -> None:
