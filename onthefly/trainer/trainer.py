@@ -29,7 +29,7 @@ from .config import TrainerConfig
 from .control import nonfinite_action, scheduler_metric, stop_reason, validation_due
 from .evaluate import evaluate
 from .factory import resolve_model_factory
-from .losses import PerSampleLoss
+from .losses import PerSampleLoss, per_sample_grad_norm
 from .metrics import StepMeter, total_grad_norm
 from .resume import ResumePoint, apply_checkpoint, locate_checkpoint
 from .rng import capture_rng, restore_rng, seed_everything
@@ -85,6 +85,8 @@ class Trainer(TrainingSession):
         checkpoint_every_n_epochs: a checkpoint at every n-th epoch end (0: only the final one).
         connect_dashboard: look for a dashboard at all (default True).
         progress: a progress bar (default: when stdout is a terminal).
+        per_sample_grad_norm: also record each sample's gradient norm (costs an extra
+            vectorised backward per batch; see docs/benchmarks.md). Off by default.
 
     Example:
         >>> trainer = Trainer(project="demo", max_epochs=3, val_every_n_epochs=1)
@@ -325,6 +327,8 @@ class Trainer(TrainingSession):
             else:
                 bad_ids.extend(int(i) for i in sample_ids)
             fields = (classification_fields(output, target, kind=fit.kind) if fit.kind else None) or {}
+            if cfg.per_sample_grad_norm:  # costly: one extra vmap'd backward per batch (docs/benchmarks.md)
+                fields["grad_norm"] = per_sample_grad_norm(fit.model, fit.loss.loss_fn, inputs, target)
             writer.log_samples(
                 fit.run_id, "train", fit.epoch, step_number, sample_ids,
                 result.per_sample.float().cpu().numpy(),

@@ -145,3 +145,13 @@ def test_arguments_are_checked_when_the_trainer_is_built():
         Trainer(project="x")
     with pytest.raises(ConfigError, match="val_every_n_epochs"):
         Trainer(project="x", max_epochs=1, val_every_n_epochs=-1)
+
+
+def test_per_sample_gradient_norms_are_recorded_when_asked():
+    model, optimizer, _ = build()
+    train_loader, _, _ = loaders()
+    trainer = Trainer(project="gn", max_steps=3, per_sample_grad_norm=True, connect_dashboard=False, progress=False)
+    trainer.fit(model=model, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), train_loader=train_loader)
+    rows = trainer.session.query("SELECT count(*), count(grad_norm), min(grad_norm) FROM samples")["rows"][0]
+    trainer.close()
+    assert rows[0] == 48 and rows[1] == 48 and rows[2] > 0
