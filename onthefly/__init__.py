@@ -2,7 +2,8 @@
 
     from onthefly import Trainer
 
-``Trainer`` trains your model and records every sample's loss; ``sql()``
+``Trainer`` trains your model and records every sample's loss;
+``attach_lightning`` does the same for a Lightning trainer; ``sql()``
 opens a session's data in DuckDB. Names load lazily so the ``onthefly``
 command starts without importing torch.
 """
@@ -15,13 +16,15 @@ from ._version import __version__
 from .errors import OnTheFlyError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .lightning import attach_lightning
     from .store.query import sql
     from .trainer import Trainer
 
-__all__ = ["Trainer", "sql", "OnTheFlyError", "__version__"]
+__all__ = ["Trainer", "attach_lightning", "sql", "OnTheFlyError", "__version__"]
 
 _LAZY = {
     "Trainer": ("onthefly.trainer", "Trainer"),
+    "attach_lightning": ("onthefly.lightning", "attach_lightning"),
     "sql": ("onthefly.store.query", "sql"),
 }
 
