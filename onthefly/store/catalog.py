@@ -4,13 +4,14 @@ epoch summaries and the list of Parquet shards, in one SQLite file.
 A writable ``Catalog`` is the session's only writer: one SQLAlchemy engine with
 exactly one connection, shared by the training thread and the shard-writer
 thread behind one re-entrant lock. Every other process opens the file
-read-only. ORM rows never leave this module; callers get the dataclasses of
-``onthefly.store.records``.
+read-only. ORM rows never leave this module and its two helpers
+(:mod:`onthefly.store.catalog_records` turns them into records,
+:mod:`onthefly.store.catalog_arrow` into Arrow tables); callers get the
+dataclasses of ``onthefly.store.records``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sqlite3
@@ -22,7 +23,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -30,8 +30,32 @@ from sqlalchemy.pool import StaticPool
 from onthefly._version import __version__
 from onthefly.errors import ConfigError, MissingFileError, StoreError
 from onthefly.store import migrate
+from onthefly.store.catalog_arrow import ARROW_TABLES, arrow_select, arrow_table
+from onthefly.store.catalog_records import (
+    EDGE_ROLES,
+    EVENT_LEVELS,
+    RUN_KINDS,
+    RUN_STATUSES,
+    SESSION_ORIGINS,
+    SHARD_KINDS,  # noqa: F401  (re-exported for callers of this module)
+    checkpoint_info,
+    choice,
+    epoch_summary,
+    event_info,
+    event_row,
+    ids_blob,
+    json_dumps,
+    opt_float,
+    opt_int,
+    plain,
+    run_info,
+    session_info,
+    shard_info,
+    shard_row,
+    slice_info,
+    test_info,
+)
 from onthefly.store.models import (
-    Base,
     CheckpointRow,
     EpochRow,
     EventRow,
@@ -58,17 +82,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Catalog", "RUN_KINDS", "RUN_STATUSES", "EDGE_ROLES", "EVENT_LEVELS", "ARROW_TABLES"]
 
-RUN_KINDS = ("base", "fork", "merge", "imported")
-RUN_STATUSES = ("running", "paused", "finished", "failed", "stopped")
-EDGE_ROLES = ("resumed_from", "fork_of", "merge_of", "imported_from")
-EVENT_LEVELS = ("debug", "info", "warning", "error")
-SESSION_ORIGINS = ("new", "imported")
-SHARD_KINDS = ("samples", "steps")
-ARROW_TABLES = (
-    "sessions", "runs", "run_edges", "checkpoints", "tests", "slices", "events", "epochs",
-    "shards", "slice_members",
-)  # fmt: skip
-
 _PRAGMAS_WRITABLE = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
@@ -80,30 +93,6 @@ _PRAGMAS_READONLY = (
     "PRAGMA foreign_keys=ON",
     "PRAGMA query_only=ON",
 )
-_EVENT_KEYS = frozenset({"level", "kind", "message", "run_id", "step", "data"})
-_SHARD_KEYS = frozenset(
-    {"kind", "run_id", "split", "epoch", "path", "rows", "bytes", "min_step", "max_step", "level", "sealed"}
-)
-_ID_DTYPE = np.dtype("<i8")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (Path, os.PathLike)):
-        return os.fspath(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _json_dumps(value: Any) -> str:
-    return json.dumps(value, default=_json_default)
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as the JSON column will give it back (numpy numbers and arrays made plain)."""
-    return None if value is None else json.loads(_json_dumps(value))
 
 
 def _create_engine(path: Path, *, readonly: bool) -> sa.Engine:
@@ -120,7 +109,7 @@ def _create_engine(path: Path, *, readonly: bool) -> sa.Engine:
             return sqlite3.connect(target, check_same_thread=False)
 
     engine = sa.create_engine(
-        "sqlite://", creator=creator, poolclass=StaticPool, json_serializer=_json_dumps
+        "sqlite://", creator=creator, poolclass=StaticPool, json_serializer=json_dumps
     )
     pragmas = _PRAGMAS_READONLY if readonly else _PRAGMAS_WRITABLE
 
@@ -136,159 +125,12 @@ def _create_engine(path: Path, *, readonly: bool) -> sa.Engine:
     return engine
 
 
-def _choice(value: str, allowed: Sequence[str], what: str) -> str:
-    if value not in allowed:
-        raise ConfigError(f"{what} {value!r} is not one of {', '.join(allowed)}: pass one of these")
-    return value
-
-
 def _listing(ids: Iterable[Any], *, limit: int = 20) -> str:
     ids = list(ids)
     if not ids:
         return "none"
     shown = ", ".join(str(i) for i in ids[:limit])
     return shown + (f" (and {len(ids) - limit} more)" if len(ids) > limit else "")
-
-
-def _opt_float(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
-def _opt_int(value: Any) -> int | None:
-    return None if value is None else int(value)
-
-
-def _ids_blob(sample_ids: Any) -> tuple[bytes, int]:
-    """Sorted unique sample ids as int64 little-endian bytes, and their count."""
-    arr = np.asarray(sample_ids)
-    if arr.size == 0:
-        return b"", 0
-    if arr.dtype.kind not in "iu":
-        raise ConfigError(
-            f"slice sample ids must be integers (dataset indices), got dtype {arr.dtype}: "
-            "pass a list or array of ints"
-        )
-    ids = np.unique(arr.astype(np.int64).ravel()).astype(_ID_DTYPE)
-    return ids.tobytes(), int(ids.size)
-
-
-def _blob_ids(blob: bytes) -> np.ndarray:
-    return np.frombuffer(blob, dtype=_ID_DTYPE).astype(np.int64)
-
-
-def _arrow_type(column_type: sa.types.TypeEngine) -> pa.DataType:
-    import pyarrow as pa
-
-    if isinstance(column_type, sa.Boolean):
-        return pa.bool_()
-    if isinstance(column_type, sa.Integer):
-        return pa.int64()
-    if isinstance(column_type, sa.Float):
-        return pa.float64()
-    if isinstance(column_type, (sa.JSON, sa.String)):
-        return pa.string()  # JSON columns travel as JSON text
-    if isinstance(column_type, sa.LargeBinary):
-        return pa.binary()
-    raise TypeError(f"no Arrow type for column type {column_type!r}: add it to _arrow_type")
-
-
-# --- ORM rows -> records -----------------------------------------------------
-
-
-def _session_info(row: SessionRow) -> SessionInfo:
-    return SessionInfo(
-        id=row.id, project=row.project, created_at=row.created_at, origin=row.origin,
-        host=row.host, pid=row.pid, package_version=row.package_version, meta=row.meta,
-    )  # fmt: skip
-
-
-def _run_info(row: RunRow, parents: Sequence[tuple[str, str]]) -> RunInfo:
-    return RunInfo(
-        id=row.id, session_id=row.session_id, name=row.name, kind=row.kind, status=row.status,
-        created_at=row.created_at, ended_at=row.ended_at, config=row.config, hparams=row.hparams,
-        parents=tuple(parents),
-    )  # fmt: skip
-
-
-def _checkpoint_info(row: CheckpointRow) -> CheckpointInfo:
-    return CheckpointInfo(
-        id=row.id, run_id=row.run_id, step=row.step, epoch=row.epoch, reason=row.reason,
-        path=row.path, bytes=row.bytes, sha256=row.sha256, holds=tuple(row.holds or ()),
-        created_at=row.created_at,
-    )  # fmt: skip
-
-
-def _test_info(row: TestRow) -> TestInfo:
-    return TestInfo(
-        id=row.id, run_id=row.run_id, step=row.step, epoch=row.epoch, split=row.split,
-        loss=row.loss, metrics=row.metrics, created_at=row.created_at,
-    )  # fmt: skip
-
-
-def _slice_info(row: SliceRow) -> SliceInfo:
-    return SliceInfo(
-        id=row.id, name=row.name, run_id=row.run_id, split=row.split, epoch=row.epoch,
-        method=row.method, count=row.count, sample_ids=_blob_ids(row.sample_ids),
-        created_at=row.created_at,
-    )  # fmt: skip
-
-
-def _event_info(row: EventRow) -> EventInfo:
-    return EventInfo(
-        id=row.id, run_id=row.run_id, step=row.step, level=row.level, kind=row.kind,
-        message=row.message, data=row.data, created_at=row.created_at,
-    )  # fmt: skip
-
-
-def _epoch_summary(row: EpochRow) -> EpochSummary:
-    return EpochSummary(
-        run_id=row.run_id, split=row.split, epoch=row.epoch, step=row.step, count=row.count,
-        mean=row.mean, min=row.min, max=row.max, p10=row.p10, p50=row.p50, p90=row.p90,
-        p99=row.p99, hist_edges=list(row.hist_edges or []), hist_counts=list(row.hist_counts or []),
-        metrics=row.metrics, created_at=row.created_at, id=row.id,
-    )  # fmt: skip
-
-
-def _shard_info(row: ShardRow) -> ShardInfo:
-    return ShardInfo(
-        id=row.id, kind=row.kind, run_id=row.run_id, split=row.split, epoch=row.epoch,
-        path=row.path, rows=row.rows, bytes=row.bytes, min_step=row.min_step,
-        max_step=row.max_step, level=row.level, state=row.state, sealed=bool(row.sealed),
-        created_at=row.created_at, retired_at=row.retired_at,
-    )  # fmt: skip
-
-
-def _shard_row(fields: dict[str, Any], *, now: float) -> ShardRow:
-    unknown = set(fields) - _SHARD_KEYS
-    missing = {"kind", "run_id", "split", "epoch", "path", "rows", "bytes", "min_step", "max_step"} - set(fields)
-    if unknown or missing:
-        raise ConfigError(
-            f"shard fields: unknown {sorted(unknown)}, missing {sorted(missing)}: "
-            f"pass exactly the keys of Catalog.add_shard ({', '.join(sorted(_SHARD_KEYS))})"
-        )
-    return ShardRow(
-        kind=_choice(fields["kind"], SHARD_KINDS, "shard kind"), run_id=fields["run_id"],
-        split=fields["split"], epoch=_opt_int(fields["epoch"]), path=str(fields["path"]),
-        rows=int(fields["rows"]), bytes=int(fields["bytes"]),
-        min_step=_opt_int(fields["min_step"]), max_step=_opt_int(fields["max_step"]),
-        level=int(fields.get("level", 0)), state="active", sealed=bool(fields.get("sealed", False)),
-        created_at=now, retired_at=None,
-    )  # fmt: skip
-
-
-def _event_row(fields: dict[str, Any], *, now: float) -> EventRow:
-    unknown = set(fields) - _EVENT_KEYS
-    missing = {"level", "kind", "message"} - set(fields)
-    if unknown or missing:
-        raise ConfigError(
-            f"event fields: unknown {sorted(unknown)}, missing {sorted(missing)}: "
-            f"pass the keys of Catalog.add_event ({', '.join(sorted(_EVENT_KEYS))})"
-        )
-    return EventRow(
-        run_id=fields.get("run_id"), step=_opt_int(fields.get("step")),
-        level=_choice(fields["level"], EVENT_LEVELS, "event level"), kind=str(fields["kind"]),
-        message=str(fields["message"]), data=_plain(fields.get("data")), created_at=now,
-    )  # fmt: skip
 
 
 class Catalog:
@@ -415,7 +257,7 @@ class Catalog:
             >>> cat.init_session("20250101-120000-a1b2c3", "mnist").project
             'mnist'
         """
-        _choice(origin, SESSION_ORIGINS, "session origin")
+        choice(origin, SESSION_ORIGINS, "session origin")
         with self._session(write=True) as s:
             other = s.scalars(sa.select(SessionRow).where(SessionRow.id != session_id)).first()
             if other is not None:
@@ -429,15 +271,15 @@ class Catalog:
                 s.add(row)
             row.host, row.pid, row.package_version = socket.gethostname(), os.getpid(), __version__
             if meta is not None:
-                row.meta = _plain(meta)
+                row.meta = plain(meta)
             s.flush()
-            return _session_info(row)
+            return session_info(row)
 
     def session(self) -> SessionInfo | None:
         """The session record, or None before :meth:`init_session`."""
         with self._session() as s:
             row = s.scalars(sa.select(SessionRow)).first()
-            return None if row is None else _session_info(row)
+            return None if row is None else session_info(row)
 
     def add_run(
         self,
@@ -468,9 +310,9 @@ class Catalog:
         Example:
             >>> cat.add_run(name="merged", kind="merge", parents=[(a, "merge_of"), (b, "merge_of")])
         """
-        _choice(kind, RUN_KINDS, "run kind")
-        _choice(status, RUN_STATUSES, "run status")
-        pairs = [(str(parent), _choice(role, EDGE_ROLES, "edge role")) for parent, role in parents]
+        choice(kind, RUN_KINDS, "run kind")
+        choice(status, RUN_STATUSES, "run status")
+        pairs = [(str(parent), choice(role, EDGE_ROLES, "edge role")) for parent, role in parents]
         if len({p for p, _ in pairs}) != len(pairs):
             raise ConfigError(f"parents {pairs} name a run twice: list each parent once")
         run_id = run_id or uuid.uuid4().hex[:12]
@@ -482,16 +324,16 @@ class Catalog:
                 raise StoreError(f"run {run_id} already exists in {self.path}: pass another run_id or none")
             row = RunRow(
                 id=run_id, session_id=session_id, name=name, kind=kind, status=status,
-                created_at=time.time(), config=_plain(config), hparams=_plain(hparams),
+                created_at=time.time(), config=plain(config), hparams=plain(hparams),
             )  # fmt: skip
             s.add(row)
             s.flush()
             s.add_all(RunEdgeRow(child_id=run_id, parent_id=p, role=role) for p, role in pairs)
-            return _run_info(row, pairs)
+            return run_info(row, pairs)
 
     def set_run_status(self, run_id: str, status: str, *, ended: bool = False) -> None:
         """Set a run's status; ``ended=True`` also stamps ``ended_at`` with now."""
-        _choice(status, RUN_STATUSES, "run status")
+        choice(status, RUN_STATUSES, "run status")
         with self._session(write=True) as s:
             row = self._require_run(s, run_id)
             row.status = status
@@ -502,14 +344,14 @@ class Catalog:
         """One run by id; StoreError listing the known runs when it is not there."""
         with self._session() as s:
             row = self._require_run(s, run_id)
-            return _run_info(row, self._parents(s).get(run_id, []))
+            return run_info(row, self._parents(s).get(run_id, []))
 
     def runs(self) -> list[RunInfo]:
         """Every run in creation order, parents filled in."""
         with self._session() as s:
             parents = self._parents(s)
             rows = s.scalars(sa.select(RunRow).order_by(RunRow.created_at, sa.literal_column("runs.rowid")))
-            return [_run_info(row, parents.get(row.id, [])) for row in rows]
+            return [run_info(row, parents.get(row.id, [])) for row in rows]
 
     def _require_run(self, s: Session, run_id: str) -> RunRow:
         row = s.get(RunRow, run_id)
@@ -553,7 +395,7 @@ class Catalog:
                     f"no checkpoint {checkpoint_id!r} in {self.path}; known: {_listing(known)}: "
                     "pass one of these ids"
                 )
-            return _checkpoint_info(row)
+            return checkpoint_info(row)
 
     def checkpoints(self, run_id: str | None = None) -> list[CheckpointInfo]:
         """Checkpoints ordered by run, step and creation time."""
@@ -563,7 +405,7 @@ class Catalog:
         if run_id is not None:
             stmt = stmt.where(CheckpointRow.run_id == run_id)
         with self._session() as s:
-            return [_checkpoint_info(row) for row in s.scalars(stmt)]
+            return [checkpoint_info(row) for row in s.scalars(stmt)]
 
     def latest_checkpoint(self, run_id: str) -> CheckpointInfo | None:
         """The run's checkpoint of the highest step (the newest among equals), or None."""
@@ -575,7 +417,7 @@ class Catalog:
         )
         with self._session() as s:
             row = s.scalars(stmt).first()
-            return None if row is None else _checkpoint_info(row)
+            return None if row is None else checkpoint_info(row)
 
     def add_test(
         self, *, run_id: str, step: int, epoch: int, split: str, loss: float | None, metrics: dict | None = None
@@ -584,12 +426,12 @@ class Catalog:
         with self._session(write=True) as s:
             self._require_run(s, run_id)
             row = TestRow(
-                run_id=run_id, step=int(step), epoch=int(epoch), split=split, loss=_opt_float(loss),
-                metrics=_plain(metrics), created_at=time.time(),
+                run_id=run_id, step=int(step), epoch=int(epoch), split=split, loss=opt_float(loss),
+                metrics=plain(metrics), created_at=time.time(),
             )  # fmt: skip
             s.add(row)
             s.flush()
-            return _test_info(row)
+            return test_info(row)
 
     def tests(self, run_id: str | None = None) -> list[TestInfo]:
         """Evaluations in the order they were recorded."""
@@ -597,7 +439,7 @@ class Catalog:
         if run_id is not None:
             stmt = stmt.where(TestRow.run_id == run_id)
         with self._session() as s:
-            return [_test_info(row) for row in s.scalars(stmt)]
+            return [test_info(row) for row in s.scalars(stmt)]
 
     # --- slices --------------------------------------------------------------
 
@@ -628,7 +470,7 @@ class Catalog:
             >>> cat.add_slice(name="hard", sample_ids=[7, 3, 7], method={"top_loss": 2}).count
             2
         """
-        blob, count = _ids_blob(sample_ids)
+        blob, count = ids_blob(sample_ids)
         with self._session(write=True) as s:
             existing = s.scalars(sa.select(SliceRow).where(SliceRow.name == name)).first()
             if existing is not None:
@@ -640,12 +482,12 @@ class Catalog:
                 s.delete(existing)
                 s.flush()
             row = SliceRow(
-                name=name, run_id=run_id, split=split, epoch=_opt_int(epoch), method=_plain(method),
+                name=name, run_id=run_id, split=split, epoch=opt_int(epoch), method=plain(method),
                 count=count, sample_ids=blob, created_at=time.time(),
             )  # fmt: skip
             s.add(row)
             s.flush()
-            return _slice_info(row)
+            return slice_info(row)
 
     def slice(self, name: str) -> SliceInfo:
         """One slice by name; StoreError listing the known ones when it is not there."""
@@ -657,12 +499,12 @@ class Catalog:
                     f"no slice {name!r} in {self.path}; known slices: {_listing(known)}: "
                     "pass one of these names"
                 )
-            return _slice_info(row)
+            return slice_info(row)
 
     def slices(self) -> list[SliceInfo]:
         """Every slice in creation order."""
         with self._session() as s:
-            return [_slice_info(row) for row in s.scalars(sa.select(SliceRow).order_by(SliceRow.id))]
+            return [slice_info(row) for row in s.scalars(sa.select(SliceRow).order_by(SliceRow.id))]
 
     # --- events --------------------------------------------------------------
 
@@ -678,16 +520,16 @@ class Catalog:
     ) -> EventInfo:
         """Append one event (a log line, a pause, a non-finite loss...)."""
         fields = {"level": level, "kind": kind, "message": message, "run_id": run_id, "step": step, "data": data}
-        row = _event_row(fields, now=time.time())
+        row = event_row(fields, now=time.time())
         with self._session(write=True) as s:
             s.add(row)
             s.flush()
-            return _event_info(row)
+            return event_info(row)
 
     def add_events(self, events: Sequence[dict]) -> None:
         """Append several events (dicts with :meth:`add_event`'s keys) in one transaction."""
         now = time.time()
-        rows = [_event_row(dict(event), now=now) for event in events]
+        rows = [event_row(dict(event), now=now) for event in events]
         if not rows:
             return
         with self._session(write=True) as s:
@@ -710,7 +552,7 @@ class Catalog:
         if limit is not None:
             stmt = stmt.limit(int(limit))
         with self._session() as s:
-            return [_event_info(row) for row in s.scalars(stmt)]
+            return [event_info(row) for row in s.scalars(stmt)]
 
     # --- epoch summaries -----------------------------------------------------
 
@@ -723,10 +565,10 @@ class Catalog:
         """
         values = {
             "count": int(summary.count),
-            **{k: _opt_float(getattr(summary, k)) for k in ("mean", "min", "max", "p10", "p50", "p90", "p99")},
+            **{k: opt_float(getattr(summary, k)) for k in ("mean", "min", "max", "p10", "p50", "p90", "p99")},
             "hist_edges": [float(x) for x in summary.hist_edges],
             "hist_counts": [int(x) for x in summary.hist_counts],
-            "metrics": _plain(summary.metrics),
+            "metrics": plain(summary.metrics),
             "created_at": summary.created_at if summary.created_at is not None else time.time(),
         }
         key = {"run_id": summary.run_id, "split": summary.split, "epoch": int(summary.epoch), "step": int(summary.step)}
@@ -740,7 +582,7 @@ class Catalog:
                 for name, value in values.items():
                     setattr(row, name, value)
             s.flush()
-            return _epoch_summary(row)
+            return epoch_summary(row)
 
     def epochs(self, *, run_id: str | None = None, split: str | None = None) -> list[EpochSummary]:
         """Epoch summaries ordered by run, split, epoch and step."""
@@ -750,7 +592,7 @@ class Catalog:
         if split is not None:
             stmt = stmt.where(EpochRow.split == split)
         with self._session() as s:
-            return [_epoch_summary(row) for row in s.scalars(stmt)]
+            return [epoch_summary(row) for row in s.scalars(stmt)]
 
     # --- shards --------------------------------------------------------------
 
@@ -774,11 +616,11 @@ class Catalog:
             kind=kind, run_id=run_id, split=split, epoch=epoch, path=path, rows=rows, bytes=bytes,
             min_step=min_step, max_step=max_step, level=level, sealed=sealed,
         )  # fmt: skip
-        row = _shard_row(fields, now=time.time())
+        row = shard_row(fields, now=time.time())
         with self._session(write=True) as s:
             s.add(row)
             s.flush()
-            return _shard_info(row)
+            return shard_info(row)
 
     def compact_shards(self, *, retire_ids: Sequence[int], new: dict) -> ShardInfo:
         """In one transaction: list ``new`` (add_shard's keys) and retire ``retire_ids``.
@@ -790,7 +632,7 @@ class Catalog:
             StoreError: one of ``retire_ids`` is not an active shard; nothing changes.
         """
         now = time.time()
-        row = _shard_row(dict(new), now=now)
+        row = shard_row(dict(new), now=now)
         ids = sorted({int(i) for i in retire_ids})
         with self._session(write=True) as s:
             old = s.scalars(sa.select(ShardRow).where(ShardRow.id.in_(ids))).all()
@@ -804,7 +646,7 @@ class Catalog:
             for r in old:
                 r.state, r.retired_at = "retired", now
             s.flush()
-            return _shard_info(row)
+            return shard_info(row)
 
     def active_shards(self, kind: str | None = None) -> list[ShardInfo]:
         """The shards readers should use, oldest first."""
@@ -812,7 +654,7 @@ class Catalog:
         if kind is not None:
             stmt = stmt.where(ShardRow.kind == kind)
         with self._session() as s:
-            return [_shard_info(row) for row in s.scalars(stmt)]
+            return [shard_info(row) for row in s.scalars(stmt)]
 
     def retired_shards(self, *, older_than: float) -> list[ShardInfo]:
         """Retired shards whose ``retired_at`` is before ``older_than`` (unix seconds)."""
@@ -822,7 +664,7 @@ class Catalog:
             .order_by(ShardRow.id)
         )
         with self._session() as s:
-            return [_shard_info(row) for row in s.scalars(stmt)]
+            return [shard_info(row) for row in s.scalars(stmt)]
 
     def forget_shards(self, ids: Sequence[int]) -> None:
         """Drop retired shards from the list (after their files were deleted).
@@ -864,38 +706,7 @@ class Catalog:
             >>> cat.table_arrow("runs").column_names[:3]
             ['id', 'session_id', 'name']
         """
-        import pyarrow as pa
-
-        if name == "slice_members":
-            return self._slice_members()
-        if name not in ARROW_TABLES:
-            raise ConfigError(f"no catalog table {name!r}: choose one of {', '.join(ARROW_TABLES)}")
-        table = Base.metadata.tables[name]
-        columns = [c for c in table.columns if not (name == "slices" and c.name == "sample_ids")]
-        schema = pa.schema([pa.field(c.name, _arrow_type(c.type)) for c in columns])
-        selected = [
-            sa.func.nullif(sa.type_coerce(c, sa.Text), "null").label(c.name) if isinstance(c.type, sa.JSON) else c
-            for c in columns
-        ]
-        stmt = sa.select(*selected).order_by(sa.literal_column(f"{table.name}.rowid"))  # write order
+        stmt = arrow_select(name)
         with self._session() as s:
             rows = s.execute(stmt).all()
-        data = {c.name: [row[i] for row in rows] for i, c in enumerate(columns)}
-        return pa.table(data, schema=schema)
-
-    def _slice_members(self) -> pa.Table:
-        import pyarrow as pa
-
-        with self._session() as s:
-            rows = s.execute(sa.select(SliceRow.id, SliceRow.name, SliceRow.sample_ids).order_by(SliceRow.id)).all()
-        ids = [_blob_ids(blob) for _, _, blob in rows]
-        counts = [len(a) for a in ids]
-        schema = pa.schema([("slice_id", pa.int64()), ("name", pa.string()), ("sample_id", pa.int64())])
-        return pa.table(
-            {
-                "slice_id": np.repeat(np.array([r[0] for r in rows], dtype=np.int64), counts),
-                "name": [r[1] for r, n in zip(rows, counts) for _ in range(n)],
-                "sample_id": np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64),
-            },
-            schema=schema,
-        )
+        return arrow_table(name, rows)

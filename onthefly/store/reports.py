@@ -5,7 +5,8 @@ the session handle and the dashboard's ``report``/``slice``/``export_slice``
 requests call them, and every result is JSON-able. Distribution views read
 the ``epochs`` summaries (O(epochs)); only the top-k, trajectory, slice and
 export read per-sample rows, each filtered by run, split and epoch or by
-``sample_id`` so DuckDB prunes row groups.
+``sample_id`` so DuckDB prunes row groups. The file an export becomes is
+written by :mod:`onthefly.store.exports`.
 
 A ``run`` argument is a run id or a run name (the newest run of that name);
 None means the newest run of the session. An ``epoch`` of None means the
@@ -17,19 +18,20 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
-from pathlib import Path
 from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from onthefly.errors import ConfigError, QueryError
-from onthefly.store.query import json_rows, json_value
+from onthefly.store.exports import (
+    EXPORT_FORMATS,
+    export_target,
+    join_extra_columns,
+    write_rows,
+)
+from onthefly.store.query import json_value
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -42,7 +44,6 @@ __all__ = [
     "write_rows",
 ]
 
-EXPORT_FORMATS = ("csv", "parquet", "json")
 EXPORT_COLUMNS = ("sample_id", "loss", "label", "pred", "correct", "margin")
 
 RUN_BY_ID_OR_NAME = (
@@ -353,81 +354,9 @@ def export_slice(
     ids = np.asarray(info.sample_ids, dtype=np.int64)
     rows = _table(con, SLICE_ROWS, {"run": run_id, "split": split, "epoch": epoch, "ids": ids})
     if extra_columns is not None:
-        rows = _join_extra(rows, extra_columns)
+        rows = join_extra_columns(rows, extra_columns)
     size = write_rows(rows, target, format=format)
     return {"path": str(target), "rows": rows.num_rows, "bytes": size}
-
-
-def export_target(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
-    """Where an export of ``path`` lands, refused unless inside ``root``.
-
-    Args:
-        root: the folder exports must stay in.
-        path: the requested file; relative paths are taken from ``root``.
-
-    Returns:
-        The absolute target, symlinks resolved.
-
-    Raises:
-        ConfigError: the target is ``root`` itself, a folder, or outside ``root``.
-
-    Example:
-        >>> export_target("/work", "out/hard.csv")  # doctest: +SKIP
-        PosixPath('/work/out/hard.csv')
-    """
-    base = Path(root).expanduser().resolve()
-    requested = Path(path).expanduser()
-    target = (requested if requested.is_absolute() else base / requested).resolve()
-    if base not in target.parents and target != base:
-        raise ConfigError(
-            f"export path {str(path)!r} resolves to {target}, outside {base}: "
-            "exports are written inside the working directory; pass a path under it"
-        )
-    if target == base or target.is_dir():
-        raise ConfigError(f"export path {target} is a folder: pass a file name, e.g. {target / 'slice.csv'}")
-    return target
-
-
-def write_rows(table: pa.Table, path: str | os.PathLike[str], *, format: str) -> int:
-    """Write ``table`` to ``path`` atomically (temporary file, fsync, rename).
-
-    Args:
-        table: the rows.
-        path: the file to write; its folder is created if needed.
-        format: ``"csv"``, ``"parquet"`` (zstd) or ``"json"`` (an array of
-            objects, NaN and infinities as null).
-
-    Returns:
-        The size of the written file in bytes.
-
-    Raises:
-        ConfigError: a bad ``format``.
-
-    Example:
-        >>> write_rows(pa.table({"a": [1]}), "/tmp/a.csv", format="csv")  # doctest: +SKIP
-        6
-    """
-    if format not in EXPORT_FORMATS:
-        raise ConfigError(f"format={format!r} is not one of {EXPORT_FORMATS}: pass csv, parquet or json")
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        if format == "csv":
-            pacsv.write_csv(table, tmp)
-        elif format == "parquet":
-            pq.write_table(table, tmp, compression="zstd")
-        else:
-            names = table.column_names
-            records = [dict(zip(names, row)) for row in json_rows(table)]
-            tmp.write_text(json.dumps(records, allow_nan=False) + "\n", encoding="utf-8")
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(target.parent)
-    return target.stat().st_size
 
 
 # -- helpers --------------------------------------------------------------------
@@ -565,30 +494,3 @@ def _json_list(value: Any) -> list[Any]:
 
 def _columnar(table: pa.Table) -> dict[str, list[Any]]:
     return {name: [json_value(v) for v in table.column(name).to_pylist()] for name in table.column_names}
-
-
-def _join_extra(rows: pa.Table, extra: pa.Table) -> pa.Table:
-    if not isinstance(extra, pa.Table) or "sample_id" not in extra.column_names:
-        raise ConfigError("extra_columns must be a pyarrow.Table with a sample_id column: add one")
-    clash = sorted(set(extra.column_names) & set(rows.column_names) - {"sample_id"})
-    if clash:
-        raise ConfigError(f"extra_columns repeats {clash}: rename those columns")
-    if pc.count_distinct(extra["sample_id"]).as_py() != extra.num_rows:
-        raise ConfigError("extra_columns has several rows for one sample_id: give one row per sample")
-    extra = extra.set_column(
-        extra.column_names.index("sample_id"), "sample_id", pc.cast(extra["sample_id"], pa.int64())
-    )
-    order = "__onthefly_row"
-    numbered = rows.append_column(order, pa.array(np.arange(rows.num_rows, dtype=np.int64)))
-    joined = numbered.join(extra, keys="sample_id", join_type="left outer")
-    return joined.sort_by(order).drop_columns([order])
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
@@ -20,7 +19,7 @@ from onthefly.cli.main import sql_format
 from onthefly.cli.tables import format_cell, render_table
 from onthefly.errors import ConfigError
 from onthefly.store.lifecycle import Store
-from onthefly.store.schema import SAMPLES_SCHEMA
+from tests.store.shards import write_samples
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -45,20 +44,7 @@ def home(tmp_path_factory):
     with store.open_session("mnist", cleanup=False) as new:
         run = new.catalog.add_run(name="baseline")
         new.catalog.add_run(name="tuned", kind="fork", parents=[(run.id, "fork_of")], status="paused")
-        table = pa.table(
-            {
-                "run_id": [run.id] * 4, "split": ["train"] * 4, "epoch": np.zeros(4, np.int32),
-                "step": np.arange(4), "sample_id": np.arange(4), "loss": np.float32([0.5, 2.0, 1.0, 3.0]),
-                "label": pa.nulls(4, pa.int64()), "pred": pa.nulls(4, pa.int64()), "correct": pa.nulls(4, pa.bool_()),
-                "margin": pa.nulls(4, pa.float32()), "grad_norm": pa.nulls(4, pa.float32()),
-            },
-            schema=SAMPLES_SCHEMA,
-        )  # fmt: skip
-        rel = f"samples/{run.id}/train/e000000-s000001.parquet"
-        (new.dir / rel).parent.mkdir(parents=True)
-        pq.write_table(table, new.dir / rel)
-        new.catalog.add_shard(kind="samples", run_id=run.id, split="train", epoch=0, path=rel, rows=4,
-                              bytes=1, min_step=0, max_step=3, level=1, sealed=True)  # fmt: skip
+        write_samples(new, run.id, epoch=0, sample_ids=np.arange(4), losses=[0.5, 2.0, 1.0, 3.0], step=np.arange(4))
     return root, old.id, new.id
 
 

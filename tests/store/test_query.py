@@ -16,37 +16,9 @@ from onthefly.store import query
 from onthefly.store.lifecycle import Store
 from onthefly.store.records import EpochSummary
 from onthefly.store.schema import SAMPLES_SCHEMA, STEPS_SCHEMA
+from tests.store.shards import write_samples
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def write_samples(session, run_id, *, epoch, sample_ids, losses, split="train", step=0, name=None):
-    """Write one samples shard with pyarrow and list it in the catalog."""
-    n = len(sample_ids)
-    table = pa.table(
-        {
-            "run_id": [run_id] * n,
-            "split": [split] * n,
-            "epoch": np.full(n, epoch, dtype=np.int32),
-            "step": np.full(n, step, dtype=np.int64),
-            "sample_id": np.asarray(sample_ids, dtype=np.int64),
-            "loss": np.asarray(losses, dtype=np.float32),
-            "label": pa.nulls(n, pa.int64()),
-            "pred": pa.nulls(n, pa.int64()),
-            "correct": pa.nulls(n, pa.bool_()),
-            "margin": pa.nulls(n, pa.float32()),
-            "grad_norm": pa.nulls(n, pa.float32()),
-        },
-        schema=SAMPLES_SCHEMA,
-    )
-    rel = f"samples/{run_id}/{split}/{name or f'e{epoch:06d}-s{step:06d}'}.parquet"
-    path = session.dir / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
-    return session.catalog.add_shard(
-        kind="samples", run_id=run_id, split=split, epoch=epoch, path=rel, rows=n,
-        bytes=path.stat().st_size, min_step=step, max_step=step, level=1, sealed=True,
-    )  # fmt: skip
 
 
 @pytest.fixture

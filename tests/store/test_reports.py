@@ -15,7 +15,7 @@ from onthefly.errors import ConfigError, QueryError, StoreError
 from onthefly.store import query, reports
 from onthefly.store.lifecycle import Store
 from onthefly.store.records import EpochSummary
-from onthefly.store.schema import SAMPLES_SCHEMA
+from tests.store.shards import write_samples
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,29 +25,11 @@ EPOCH0 = dict(ids=[0, 1, 2, 3, 4, 5], loss=[0.1, 0.9, 0.4, 2.0, 0.7, 1.3], label
 EPOCH1 = dict(ids=[0, 1, 2, 3, 4, 5, 1], loss=[0.05, 0.5, NAN, 1.5, 0.3, 0.8, 0.7], label=[0, 1, 0, 1, 0, 1, 1], pred=[0, 1, 0, 0, 0, 1, 1])
 
 
-def add_shard(session, run_id, epoch, rows, *, split="train", step=0):
+def add_shard(session, run_id, epoch, rows, *, step=0):
+    """One shard of the rows of an epoch (``EPOCH0``/``EPOCH1``), one step a row from ``step``."""
     n = len(rows["ids"])
-    table = pa.table(
-        {
-            "run_id": [run_id] * n,
-            "split": [split] * n,
-            "epoch": np.full(n, epoch, dtype=np.int32),
-            "step": np.arange(step, step + n, dtype=np.int64),
-            "sample_id": np.asarray(rows["ids"], dtype=np.int64),
-            "loss": np.asarray(rows["loss"], dtype=np.float32),
-            "label": np.asarray(rows["label"], dtype=np.int64),
-            "pred": np.asarray(rows["pred"], dtype=np.int64),
-            "correct": np.asarray(rows["label"]) == np.asarray(rows["pred"]),
-            "margin": np.zeros(n, dtype=np.float32),
-            "grad_norm": pa.nulls(n, pa.float32()),
-        },
-        schema=SAMPLES_SCHEMA,
-    )
-    rel = f"samples/{run_id}/{split}/e{epoch:06d}-s000001.parquet"
-    (session.dir / rel).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, session.dir / rel)
-    session.catalog.add_shard(kind="samples", run_id=run_id, split=split, epoch=epoch, path=rel, rows=n,
-                              bytes=1, min_step=step, max_step=step + n - 1, level=1, sealed=True)  # fmt: skip
+    write_samples(session, run_id, epoch=epoch, sample_ids=rows["ids"], losses=rows["loss"],
+                  label=rows["label"], pred=rows["pred"], margin=np.zeros(n), step=np.arange(step, step + n))  # fmt: skip
 
 
 def summary(run_id, epoch, step, p50, *, split="train"):
