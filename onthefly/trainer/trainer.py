@@ -9,8 +9,11 @@ itself; sample ids come from the loader's batch sampler.
 
 from __future__ import annotations
 
+import concurrent.futures
+import io
 import math
 import os
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import distributed as dist
 from .._version import __version__
 from ..errors import ConfigError, TrainingError
 from ..store.lifecycle import SessionStore
@@ -26,6 +30,7 @@ from .batches import call_model, move_to_device, split_batch
 from .checks import amp_mode, check_inputs, first_forward, hparams_of, resolve_device
 from .classify import classification_fields, classification_kind
 from .config import TrainerConfig
+from .console import Console
 from .control import nonfinite_action, scheduler_metric, stop_reason, validation_due
 from .evaluate import evaluate
 from .factory import resolve_model_factory
@@ -63,6 +68,14 @@ class _Fit:
     kind: str | None = None  # classification kind, decided on the first batch
     last_loss: float = math.nan
     last_val_loss: float | None = None
+    recorded: int | None = None  # multi-process: this rank's real (unpadded) samples per epoch
+    seen: int = 0  # samples this rank took in the current epoch
+
+    @property
+    def module(self) -> nn.Module:
+        """The user's model (inside DistributedDataParallel on several processes)."""
+        inner = getattr(self.model, "module", None)
+        return inner if isinstance(self.model, torch.nn.parallel.DistributedDataParallel) else self.model
 
 
 class Trainer(TrainingSession):
@@ -130,6 +143,9 @@ class Trainer(TrainingSession):
                          connect_dashboard=connect_dashboard, progress=progress)
         self._fit: _Fit | None = None
         self.model_factory = None
+        self._dist: dist.DistInfo | None = None  # set by fit under torchrun
+        self._coll: dist.Collective | None = None
+        self._leading = False  # rank 0 serving operations other ranks must join
 
     # ------------------------------------------------------------------ public
     def fit(
@@ -156,7 +172,10 @@ class Trainer(TrainingSession):
         """
         self.model_factory = resolve_model_factory(model_factory)
         check_inputs(model, optimizer, loss_fn, train_loader)
+        self._join_ranks()
         resume = locate_checkpoint(resume_from, store=self._store) if resume_from is not None else None
+        if self._coll is not None:
+            self._coll.barrier()  # every rank has read the checkpoint before rank 0 opens a session
         with self._model_lock:
             self._fit = self._prepare(model, optimizer, loss_fn, train_loader, val_loader, test_loader,
                                       scheduler, device, resume)
@@ -176,6 +195,41 @@ class Trainer(TrainingSession):
         return model
 
     # ------------------------------------------------------------------ set-up
+    def _join_ranks(self) -> None:
+        """Under torchrun: find this process' rank; only rank 0 talks to the dashboard and prints."""
+        self._dist = dist.detect()
+        if self._dist is None:
+            return
+        self._coll = dist.Collective(self._dist)
+        if not self._dist.leader:
+            self._connect_dashboard = False
+            self._console = Console(enabled=False, stream=io.StringIO())
+
+    def _require_store(self):
+        if self._dist is not None and not self._dist.leader:
+            if self._session_store is None:
+                raise ConfigError("only rank 0 opens the session store; this rank writes under the session's ranks/")
+            return self._session_store
+        return super()._require_store()
+
+    def _open_store(self):
+        """The session (rank 0) or this rank's folder in it (other ranks)."""
+        if self._dist is None:
+            return self._require_store()
+        where = None
+        if self._dist.leader:
+            store = self._require_store()
+            where = {"dir": str(store.dir), "id": store.id}
+        where = self._coll.broadcast_json(where)
+        if not self._dist.leader and self._session_store is None:
+            import atexit
+            from pathlib import Path
+
+            self._session_store = dist.RankStore(Path(where["dir"]), session_id=where["id"], project=self._project,
+                                                 rank=self._dist.rank)
+            atexit.register(self.close)
+        return self._session_store
+
     def _prepare(self, model, optimizer, loss_fn, train_loader, val_loader, test_loader, scheduler, device, resume):
         cfg = self.config
         device = resolve_device(model, device)
@@ -184,34 +238,51 @@ class Trainer(TrainingSession):
         scaler = torch.amp.GradScaler(device.type) if use_amp and amp_dtype == torch.float16 else None
         autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if use_amp else nullcontext
 
-        store = self._require_store()
-        parents = ()
-        if resume is not None and resume.run is not None:
-            _ensure_run(store, resume)
-            parents = ((resume.run["id"], "resumed_from"),)
-        run = store.catalog.add_run(
-            name=cfg.run_name or "run", kind="base", parents=parents,
-            config=cfg.as_dict(), hparams=hparams_of(optimizer, train_loader),
-        )
+        store = self._open_store()
+        run_id = None
+        if self._dist is None or self._dist.leader:
+            parents = ()
+            if resume is not None and resume.run is not None:
+                _ensure_run(store, resume)
+                parents = ((resume.run["id"], "resumed_from"),)
+            run_id = store.catalog.add_run(
+                name=cfg.run_name or "run", kind="base", parents=parents,
+                config=cfg.as_dict(), hparams=hparams_of(optimizer, train_loader),
+            ).id
+        if self._dist is not None:
+            run_id = self._coll.broadcast_json(run_id)
+            if not self._dist.leader:
+                store.add_run(run_id, cfg.run_name or "run")
+            train_loader = dist.distributed_loader(train_loader, rank=self._dist.rank,
+                                                   world_size=self._dist.world_size, seed=cfg.seed)
         fit = _Fit(
             model=model, optimizer=optimizer, loss=PerSampleLoss(loss_fn),
             train=TrackedLoader(train_loader, seed=cfg.seed),
             val=TrackedLoader(val_loader, seed=cfg.seed) if val_loader is not None else None,
             test=TrackedLoader(test_loader, seed=cfg.seed) if test_loader is not None else None,
             scheduler=scheduler, scaler=scaler, device=device, autocast=autocast,
-            run_id=run.id, max_epochs=cfg.max_epochs,
+            run_id=run_id, max_epochs=cfg.max_epochs,
         )
         seed_everything(cfg.seed)
         if resume is not None:
             self._restore(fit, resume)
-        self._notify("run", self._run_payload(run.id))
+        if self._dist is not None:
+            fit.recorded = dist.recorded_count(train_loader.sampler, rank=self._dist.rank)
+            if not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+                fit.model = torch.nn.parallel.DistributedDataParallel(
+                    model, device_ids=[device.index] if device.type == "cuda" else None)
+        self._notify("run", self._run_payload(run_id))
         return fit
 
     def _restore(self, fit: _Fit, resume: ResumePoint) -> None:
         data = resume.data
         apply_checkpoint(data, model=fit.model, optimizer=fit.optimizer, scheduler=fit.scheduler, scaler=fit.scaler)
         if data.rng is not None:
-            restore_rng(data.rng)
+            ranks = data.rng.get("ranks") if isinstance(data.rng, dict) else None
+            if self._dist is not None and ranks and len(ranks) == self._dist.world_size:
+                restore_rng(ranks[self._dist.rank])  # each rank's own generators
+            else:
+                restore_rng(data.rng)
         position = data.sampler or {}
         fit.step = int(position.get("step", 0))
         fit.epoch = int(position.get("epoch", 0))
@@ -258,9 +329,9 @@ class Trainer(TrainingSession):
     def _train_epoch(self, fit: _Fit) -> bool:
         """One epoch of optimizer steps. Returns False when stopped from outside."""
         cfg = self.config
-        writer = self._session_store.writer
         fit.train.set_epoch(fit.epoch)
         fit.batch_in_epoch = fit.skip_batches
+        fit.seen = fit.skip_batches * (fit.train.batch_size or 0)
         if fit.skip_batches:
             fit.train.skip_batches(fit.skip_batches)
             fit.skip_batches = 0
@@ -272,22 +343,39 @@ class Trainer(TrainingSession):
             if self._boundary():
                 return False
             if cfg.max_steps is not None and fit.step >= cfg.max_steps:
-                writer.end_pass(fit.run_id, "train", fit.epoch, fit.step,
-                                metrics={"partial": True}).add_done_callback(self._summary_done)
+                self._end_train_pass(fit, metrics={"partial": True})
                 return True
             exhausted = not self._train_step(fit, batches, meter)
-        writer.end_pass(fit.run_id, "train", fit.epoch, fit.step).add_done_callback(self._summary_done)
+        self._end_train_pass(fit, metrics=None)
         fit.epoch += 1
         fit.batch_in_epoch = 0
         val_loss = None
         if validation_due(finished_epochs=fit.epoch, every=cfg.val_every_n_epochs, has_loader=fit.val is not None):
-            val_loss = self._evaluate_split(fit, "val")["loss"]
+            if self._dist is None or self._dist.leader:  # rank 0 validates on the whole loader
+                val_loss = self._evaluate_split(fit, "val")["loss"]
+            if self._coll is not None:
+                val_loss = self._coll.broadcast_float(val_loss)
             fit.last_val_loss = val_loss
         self._step_scheduler(fit, interval="epoch", val_loss=val_loss)
         self._console.epoch_end(fit.epoch, fit.step, fit.last_loss, val_loss)
         if cfg.checkpoint_every_n_epochs and fit.epoch % cfg.checkpoint_every_n_epochs == 0:
             self._save_checkpoint("epoch")
         return True
+
+    def _end_train_pass(self, fit: _Fit, *, metrics: dict | None) -> None:
+        """Seal the epoch's train rows; on several processes, summarise the rows of every rank."""
+        future = self._session_store.writer.end_pass(fit.run_id, "train", fit.epoch, fit.step, metrics=metrics)
+        if self._dist is None:
+            future.add_done_callback(self._summary_done)
+            return
+        future.result()  # this rank's pass is sealed and listed
+        self._coll.barrier()
+        if self._dist.leader:
+            store = self._session_store
+            summary = concurrent.futures.Future()
+            summary.set_result(dist.union_pass_summary(store.dir, store.catalog, (fit.run_id, "train", fit.epoch),
+                                                       fit.step, metrics))
+            self._summary_done(summary)
 
     def _train_step(self, fit: _Fit, batches, meter: StepMeter) -> bool:
         """One optimizer step over up to ``accumulate_grad_batches`` batches.
@@ -300,6 +388,7 @@ class Trainer(TrainingSession):
         step_number = fit.step + 1
         losses: list[float] = []
         bad_ids: list[int] = []
+        skipped_elsewhere = False
         took = 0
         while took < accumulate:
             meter.data_start()
@@ -319,26 +408,32 @@ class Trainer(TrainingSession):
                     output = call_model(fit.model, inputs)
                     result = fit.loss(output, target, batch_size=len(sample_ids))
             loss = result.loss
-            finite = bool(torch.isfinite(loss))  # CPU-GPU sync here, once a batch
+            local_finite = finite = bool(torch.isfinite(loss))  # CPU-GPU sync here, once a batch
+            if self._coll is not None:  # every rank skips the backward together, or none does
+                finite = self._coll.all_true(local_finite)
+                skipped_elsewhere = skipped_elsewhere or (local_finite and not finite)
             if finite:
                 scaled = loss / accumulate
                 (fit.scaler.scale(scaled) if fit.scaler is not None else scaled).backward()
                 losses.append(float(loss.detach()))
-            else:
+            elif not local_finite:
                 bad_ids.extend(int(i) for i in sample_ids)
             fields = (classification_fields(output, target, kind=fit.kind) if fit.kind else None) or {}
             if cfg.per_sample_grad_norm:  # costly: one extra vmap'd backward per batch (docs/benchmarks.md)
-                fields["grad_norm"] = per_sample_grad_norm(fit.model, fit.loss.loss_fn, inputs, target)
-            writer.log_samples(
-                fit.run_id, "train", fit.epoch, step_number, sample_ids,
-                result.per_sample.float().cpu().numpy(),
-                **{k: v.cpu().numpy() for k, v in fields.items()},
-            )
+                fields["grad_norm"] = per_sample_grad_norm(fit.module, fit.loss.loss_fn, inputs, target)
+            keep = _unpadded(len(sample_ids), seen=fit.seen, recorded=fit.recorded)
+            fit.seen += len(sample_ids)
+            if keep:
+                writer.log_samples(
+                    fit.run_id, "train", fit.epoch, step_number, sample_ids[:keep],
+                    result.per_sample.float().cpu().numpy()[:keep],
+                    **{k: v.cpu().numpy()[:keep] for k, v in fields.items()},
+                )
             meter.compute_end(len(sample_ids))
         if took == 0:
             return False
-        grad_norm = self._optimizer_step(fit, skip=bool(bad_ids))
-        if bad_ids or (grad_norm is not None and not math.isfinite(grad_norm)):
+        grad_norm = self._optimizer_step(fit, skip=bool(bad_ids) or skipped_elsewhere)
+        if bad_ids or skipped_elsewhere or (grad_norm is not None and not math.isfinite(grad_norm)):
             self._on_nonfinite(fit, step_number, bad_ids, grad_norm)
             return True
         fit.nonfinite_streak = 0
@@ -347,6 +442,8 @@ class Trainer(TrainingSession):
         self._step_scheduler(fit, interval="step", val_loss=None)
         row = meter.row(step=fit.step, epoch=fit.epoch, loss=fit.last_loss,
                         lr=fit.optimizer.param_groups[0].get("lr"), grad_norm=grad_norm)
+        if self._dist is not None and not self._dist.leader:
+            return True  # step metrics are rank 0's
         writer.log_steps(fit.run_id, [row])
         if self._link is not None:
             self._link.push_step(row)
@@ -382,8 +479,11 @@ class Trainer(TrainingSession):
         what = "loss" if sample_ids else f"gradient norm ({grad_norm})"
         self._log("warning", f"non-finite {what} at step {step}: step skipped, model unchanged",
                   kind="nonfinite", step=step, data={"sample_ids": sample_ids[:1000]})
+        connected = self._link is not None and self._link.connected
+        if self._coll is not None:  # rank 0's link decides for every rank
+            connected = bool(self._coll.broadcast_float(1.0 if connected else 0.0))
         action = nonfinite_action(consecutive=fit.nonfinite_streak, patience=self.config.nonfinite_patience,
-                                  dashboard_connected=self._link is not None and self._link.connected)
+                                  dashboard_connected=connected)
         if action == "raise":
             raise TrainingError(
                 f"{fit.nonfinite_streak} steps in a row had a non-finite {what} (last at step {step}, epoch {fit.epoch}, "
@@ -415,7 +515,7 @@ class Trainer(TrainingSession):
         def log_rows(sample_ids, loss, **fields):
             writer.log_samples(fit.run_id, split, fit.epoch, fit.step, sample_ids, loss, **fields)
 
-        result = evaluate(fit.model, loader, fit.loss, device=fit.device, log_rows=log_rows, autocast=fit.autocast,
+        result = evaluate(fit.module, loader, fit.loss, device=fit.device, log_rows=log_rows, autocast=fit.autocast,
                           should_abort=lambda: self._control.stop_requested)
         summary = writer.end_pass(fit.run_id, split, fit.epoch, fit.step, metrics=result["metrics"])
         summary.add_done_callback(self._summary_done)
@@ -425,6 +525,11 @@ class Trainer(TrainingSession):
         fit = self._fit
         if fit is None:
             raise ConfigError("test() needs a model: call trainer.fit(...) first")
+        if self._dist is not None:
+            if self._leading:  # the other ranks wait at this boundary while rank 0 tests
+                self._coll.command(dist.TEST, 0 if split == "test" else 1)
+            if not self._dist.leader:
+                return {}
         previous = self._control.state
         self._control.set_state("testing")
         try:
@@ -437,13 +542,21 @@ class Trainer(TrainingSession):
         fit = self._fit
         if fit is None:
             raise ConfigError("checkpoint() needs a model: call trainer.fit(...) first")
+        rng = capture_rng()
+        if self._dist is not None:
+            if self._leading:  # the other ranks join from this boundary
+                self._coll.command(dist.CHECKPOINT)
+            states = self._coll.gather_json(dist.pack_rng(rng))
+            if not self._dist.leader:
+                return {}  # written once, by rank 0, with every rank's generators
+            rng = {**rng, "ranks": [dist.unpack_rng(state) for state in states]}
         store = self._session_store
         info = store.checkpoints.save(
             run_id=fit.run_id, step=fit.step, epoch=fit.epoch, reason=reason,
-            model=fit.model.state_dict(), optimizer=fit.optimizer.state_dict(),
+            model=fit.module.state_dict(), optimizer=fit.optimizer.state_dict(),
             scheduler=fit.scheduler.state_dict() if fit.scheduler is not None else None,
             scaler=fit.scaler.state_dict() if fit.scaler is not None else None,
-            rng=capture_rng(),
+            rng=rng,
             sampler={"epoch": fit.epoch, "batch": fit.batch_in_epoch, "step": fit.step,
                      "seed": self.config.seed, "nonfinite_streak": fit.nonfinite_streak},
             extra={"session_id": store.id, "step": fit.step, "epoch": fit.epoch,
@@ -452,11 +565,75 @@ class Trainer(TrainingSession):
         )
         return self._record_checkpoint(info, reason)
 
+    # ------------------------------------------------------------------ several processes
+    def _boundary(self) -> bool:
+        """The batch boundary; on several processes rank 0 decides and every rank follows."""
+        if self._dist is None:
+            return super()._boundary()
+        if not self._dist.leader:
+            code, _ = self._follow()
+            return code == dist.STOP
+        control = self._control
+        self._leading = True
+        try:
+            control.service()
+            if control.pause_requested and not control.stop_requested:
+                self._record_pause("paused")
+                control.set_state("paused")
+                while control.pause_requested and not control.stop_requested:
+                    deadline = time.monotonic() + _HEARTBEAT
+                    control.wait_while_paused(keep_waiting=lambda until=deadline: time.monotonic() < until)
+                    if control.pause_requested and not control.stop_requested:
+                        self._coll.command(dist.HOLD)  # the other ranks keep waiting
+                if not control.stop_requested:
+                    self._record_pause("running")
+                    control.set_state("running")
+        finally:
+            self._leading = False
+        stop = control.stop_requested
+        self._coll.command(dist.STOP if stop else dist.GO)
+        return stop
+
+    def _follow(self) -> tuple[int, int]:
+        """Ranks other than 0: do what rank 0 says until it says go on (GO) or stop (STOP)."""
+        while True:
+            code, arg = self._coll.command()
+            if code in (dist.GO, dist.STOP):
+                return code, arg
+            if code == dist.TEST:
+                self._run_test("test" if arg == 0 else "val")
+            elif code == dist.CHECKPOINT:
+                self._save_checkpoint("manual")
+
+    def _wait_for_more_work(self) -> int:
+        if self._dist is None:
+            return super()._wait_for_more_work()
+        if not self._dist.leader:
+            code, more = self._follow()
+            return more if code == dist.GO else 0
+        self._leading = True
+        try:
+            more = super()._wait_for_more_work()
+        finally:
+            self._leading = False
+        self._coll.command(dist.GO, more)
+        return more
+
     def _position(self) -> Position:
         fit = self._fit
         if fit is None:
             return Position(max_epochs=self.config.max_epochs)
         return Position(fit.run_id, fit.step, fit.epoch, fit.max_epochs)
+
+
+_HEARTBEAT = 5.0  # seconds between the words rank 0 sends the other ranks while paused
+
+
+def _unpadded(batch: int, *, seen: int, recorded: int | None) -> int:
+    """How many samples of a batch to record: all, except the sampler's padding past ``recorded``."""
+    if recorded is None:
+        return batch
+    return max(0, min(batch, recorded - seen))
 
 
 def _ensure_run(store: SessionStore, resume: ResumePoint) -> None:

@@ -1,0 +1,324 @@
+"""``attach_lightning``: OnTheFly on a Lightning trainer you keep using as before.
+
+It adds one callback to ``trainer.callbacks`` and wraps ``trainer.fit`` on that
+trainer instance only. The wrapped ``fit``:
+
+1. hands Lightning tracked versions of the loaders (the same batches, sample
+   ids on the side), from ``fit``'s arguments, else from ``attach_lightning``'s,
+   else from the datamodule's or the module's ``*_dataloader`` hooks;
+2. puts the recording loss where the module holds its loss;
+3. places OnTheFly's checkpoint I/O before the strategy's (checkpoints go to
+   the session store as safetensors; ``resume_from`` is read from there);
+4. runs Lightning's ``fit``, then, with ``do_test_after``, Lightning's
+   ``trainer.test`` over the test loader, and stays open while a dashboard
+   wants more epochs;
+5. puts everything back as it was.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+from torch import nn
+
+from .._version import __version__
+from ..errors import ConfigError
+from ..trainer.factory import clone_model, resolve_model_factory
+from ..trainer.resume import locate_checkpoint
+from ..trainer.trainer import _ensure_run
+from .callback import LightningSession
+from .checkpoint import RESUME_PATH, StoreCheckpointIO, from_store
+from .loaders import LightningBatches, track
+
+__all__ = ["attach_lightning"]
+
+_HOOKS = {"train": "train_dataloader", "val": "val_dataloader", "test": "test_dataloader"}
+_BASE_HOOK_OWNERS = ("DataHooks.", "LightningDataModule.", "LightningModule.")
+
+
+def attach_lightning(
+    trainer: Any,
+    model: Any,
+    project: str,
+    run_name: str | None = None,
+    train_loader: Any = None,
+    val_loader: Any = None,
+    test_loader: Any = None,
+    datamodule: Any = None,
+    loss_fn: Any = None,
+    do_test_after: bool = False,
+    model_factory: Any = None,
+    *,
+    resume_from: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    checkpoint_every_n_epochs: int = 1,
+    home: str | os.PathLike[str] | None = None,
+    dashboard_port: int | None = None,
+    connect_dashboard: bool = True,
+    progress: bool | None = False,
+) -> Any:
+    """Record per-sample losses of a Lightning run and make it steerable; keep calling ``trainer.fit``.
+
+    Args:
+        trainer: a ``lightning.pytorch.Trainer`` (or ``pytorch_lightning.Trainer``).
+        model: the ``LightningModule`` you will pass to ``trainer.fit``.
+        project / run_name: names shown in the dashboard and ``onthefly ls``.
+        train_loader / val_loader / test_loader: the loaders (used when ``fit``
+            gets none; the test loader serves ``do_test_after`` and "test now").
+        datamodule: a ``LightningDataModule`` whose loaders are tracked instead.
+        loss_fn: the loss object the module calls (``model.loss``); per-sample
+            values are taken where the module calls it. Default: the module's
+            ``loss``, ``loss_fn``, ``criterion`` or ``loss_func`` attribute.
+        do_test_after: run ``trainer.test`` when training ends; while a dashboard
+            is connected the process then stays open for more work.
+        model_factory: builds a fresh model for reports and forks: a callable, a
+            ``(callable, args, kwargs)`` tuple or a ``{"factory", "args", "kwargs"}`` dict.
+        resume_from: a checkpoint id, ``"<session>/<run>"`` or a ``.safetensors``
+            path written by a Lightning run; ``fit`` continues from there.
+        seed: with the epoch number, sets the train data order (the loader's
+            shuffling draws from a generator seeded from (seed, epoch)).
+        checkpoint_every_n_epochs: a checkpoint in the store every n epochs (0: only the final one).
+        home: the store root (default ./.onthefly or $ONTHEFLY_HOME).
+        dashboard_port / connect_dashboard: where to look for the dashboard, and whether to.
+        progress: OnTheFly's own progress bar (off: Lightning shows one).
+
+    Returns:
+        The callback; ``callback.session`` pauses, resumes, tests, checkpoints and queries.
+
+    Raises:
+        ConfigError: for a trainer that is not a Lightning trainer, a trainer
+            already attached, or a loss the module does not hold.
+
+    Example:
+        >>> trainer = L.Trainer(max_epochs=3)
+        >>> otf = attach_lightning(trainer=trainer, model=model, project="demo", loss_fn=model.loss)  # doctest: +SKIP
+        >>> trainer.fit(model, train_loader, val_loader)                                            # doctest: +SKIP
+        >>> otf.session.report()["hardest"][:3]                                                     # doctest: +SKIP
+    """
+    callback_base, datamodule_base = _lightning_classes(trainer)
+    if any(isinstance(cb, LightningSession) for cb in trainer.callbacks):
+        raise ConfigError("attach_lightning was already called on this trainer: call it once per trainer")
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be the LightningModule you pass to trainer.fit, got {type(model).__name__}")
+    if datamodule is not None and not isinstance(datamodule, datamodule_base):
+        raise ConfigError(f"datamodule must be a LightningDataModule, got {type(datamodule).__name__}")
+    if isinstance(checkpoint_every_n_epochs, bool) or not isinstance(checkpoint_every_n_epochs, int) \
+            or checkpoint_every_n_epochs < 0:
+        raise ConfigError(f"checkpoint_every_n_epochs must be an integer >= 0, got {checkpoint_every_n_epochs!r}")
+    callback = _callback_class(callback_base)(
+        trainer=trainer, model=model, loss_fn=loss_fn, project=project, run_name=run_name, seed=seed,
+        checkpoint_every_n_epochs=checkpoint_every_n_epochs, home=None if home is None else os.fspath(home),
+        dashboard_port=dashboard_port, connect_dashboard=connect_dashboard, progress=progress,
+    )
+    callback._configure(loaders={"train": train_loader, "val": val_loader, "test": test_loader},
+                        datamodule=datamodule, datamodule_base=datamodule_base, do_test_after=do_test_after,
+                        model_factory=model_factory, resume_from=resume_from)
+    trainer.callbacks.append(callback)
+    return callback
+
+
+def _lightning_classes(trainer: Any) -> tuple[type, type]:
+    """``(Callback, LightningDataModule)`` of the Lightning flavour ``trainer`` comes from."""
+    modules = [cls.__module__ for cls in type(trainer).__mro__]
+    if any(m.startswith("lightning.pytorch") for m in modules):
+        from lightning.pytorch import Callback, LightningDataModule
+    elif any(m.startswith("pytorch_lightning") for m in modules):
+        from pytorch_lightning import Callback, LightningDataModule
+    else:
+        raise ConfigError(
+            f"trainer must be a Lightning Trainer (lightning.pytorch or pytorch_lightning), got "
+            f"{type(trainer).__module__}.{type(trainer).__name__}; for plain PyTorch use onthefly.Trainer"
+        )
+    return Callback, LightningDataModule
+
+
+@functools.cache
+def _callback_class(base: type) -> type:
+    """The callback class for one Lightning flavour (its hooks come from LightningRun)."""
+    return type("OnTheFlyCallback", (LightningRun, base), {"__module__": __name__, "__doc__": LightningRun.__doc__})
+
+
+class LightningRun(LightningSession):
+    """The callback ``attach_lightning`` adds: hooks, session, and the wrapped ``fit``."""
+
+    def _configure(self, *, loaders: dict[str, Any], datamodule: Any, datamodule_base: type, do_test_after: bool,
+                   model_factory: Any, resume_from: Any) -> None:
+        self.model_factory = resolve_model_factory(model_factory)
+        self._given = loaders
+        self._tracked_given: dict[str, Any] = {}
+        self._datamodule = datamodule
+        self._datamodule_base = datamodule_base
+        self._do_test_after = bool(do_test_after)
+        self._resume_from = resume_from
+        self._wrapped_hooks: list[tuple[Any, str]] = []
+        self._lightning_fit = self._trainer.fit
+        self._trainer.fit = self._fit
+
+    def clone_model(self) -> nn.Module:
+        """A new module with the current weights; the training module is left as it was.
+
+        Built by ``model_factory`` when given, else a copy without the trainer,
+        loggers, callbacks and locks.
+
+        Raises:
+            ConfigError: naming the attribute that blocked the copy.
+        """
+        return clone_model(self._module, self.model_factory)
+
+    # ------------------------------------------------------------------ fit
+    def _fit(self, model: Any, train_dataloaders: Any = None, val_dataloaders: Any = None, datamodule: Any = None,
+             ckpt_path: Any = None, **kwargs: Any) -> None:
+        """``trainer.fit`` with the loaders tracked, the loss recorded and the session open."""
+        if model is not self._module:
+            raise ConfigError(
+                f"trainer.fit got a {type(model).__name__} that is not the model given to attach_lightning: "
+                "pass the same LightningModule (attach_lightning(model=m); trainer.fit(m, ...))"
+            )
+        trainer = self._trainer
+        if int(trainer.world_size) > 1:
+            raise ConfigError(
+                f"attach_lightning records runs on one process; this trainer has world_size={trainer.world_size} "
+                f"({type(trainer.strategy).__name__}): use one device (strategy='auto', devices=1), or "
+                "onthefly.Trainer under torchrun for several processes (docs/distributed.md)"
+            )
+        if isinstance(train_dataloaders, self._datamodule_base):
+            datamodule, train_dataloaders = train_dataloaders, None
+        train, val, datamodule = self._hand_loaders(model, train_dataloaders, val_dataloaders, datamodule)
+        resume = None
+        if ckpt_path is None and self._resume_from is not None:
+            resume = locate_checkpoint(self._resume_from, store=self._store)
+            ckpt_path = RESUME_PATH
+        strategy = trainer.strategy
+        previous_io = strategy.checkpoint_io
+        strategy.checkpoint_io = StoreCheckpointIO(
+            previous_io, on_capture=self._capture,
+            preloaded={RESUME_PATH: from_store(resume.data)} if resume is not None else None,
+        )
+        self._open_run(resume)
+        self._control.reset()
+        self._control.begin()
+        self._fitting = True
+        reached_end = False
+        try:
+            self._start_link()
+            self._control.set_state("running")
+            with self._loss_in_place():
+                self._lightning_fit(model, train, val, datamodule, ckpt_path, **kwargs)
+                reached_end = not self._control.stop_requested and not trainer.interrupted
+                while reached_end and self._do_test_after:
+                    self._test_after()
+                    more = self._wait_for_more_work()
+                    if not more:
+                        break
+                    trainer.fit_loop.max_epochs = int(trainer.current_epoch) + more
+                    self._lightning_fit(model, train, val, datamodule, **kwargs)
+                self._save_checkpoint("final")
+            self._finish_run("finished" if reached_end else "stopped")
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        finally:
+            strategy.checkpoint_io = previous_io
+            self._unwrap_hooks()
+            self._handed.clear()
+            self._fitting = False
+            self._in_loop = False
+            self._control.end()
+            if self._session_store is not None:
+                self._session_store.writer.flush()
+
+    def _open_run(self, resume: Any) -> None:
+        trainer = self._trainer
+        store = self._require_store()
+        parents: tuple = ()
+        if resume is not None and resume.run is not None:
+            _ensure_run(store, resume)
+            parents = ((resume.run["id"], "resumed_from"),)
+        self._config = {
+            "framework": type(trainer).__module__.split(".")[0], "max_epochs": trainer.max_epochs,
+            "max_steps": trainer.max_steps, "seed": self._seed, "do_test_after": self._do_test_after,
+            "accumulate_grad_batches": trainer.accumulate_grad_batches, "precision": str(trainer.precision),
+            "strategy": type(trainer.strategy).__name__, "world_size": int(trainer.world_size),
+            "checkpoint_every_n_epochs": self._every, "version": __version__,
+        }
+        run = store.catalog.add_run(name=self._run_name, kind="base", parents=parents, config=self._config,
+                                    hparams=_plain_hparams(self._module))
+        self._run_id = run.id
+        self._logged_step, self._kind_known, self._step_losses = -1, False, []
+        self._pending_rng = resume.data.rng if resume is not None else None
+        self._notify("run", self._run_payload(run.id))
+
+    def _test_after(self) -> None:
+        try:
+            self._test_source("test")
+        except ConfigError:
+            self._log("warning", "do_test_after=True but no test_loader was given: no test ran")
+            return
+        self._run_test("test")
+
+    # ------------------------------------------------------------------ loaders
+    def _hand(self, loader: Any, split: str) -> Any:
+        tracked = track(loader, seed=self._seed, split=split)
+        if isinstance(tracked, LightningBatches):
+            self._handed[split] = tracked
+        return tracked
+
+    def _hand_loaders(self, model: Any, train: Any, val: Any, datamodule: Any) -> tuple[Any, Any, Any]:
+        if datamodule is None and train is None:
+            datamodule = self._datamodule
+        if datamodule is None:
+            train = train if train is not None else self._given["train"]
+            val = val if val is not None else self._given["val"]
+        train = self._hand(train, "train") if train is not None else None
+        val = self._hand(val, "val") if val is not None else None
+        for owner in (datamodule, model):
+            if owner is not None:
+                self._wrap_hooks(owner, skip={s for s, loader in (("train", train), ("val", val)) if loader is not None})
+        return train, val, datamodule
+
+    def _wrap_hooks(self, owner: Any, *, skip: set[str]) -> None:
+        """Track the loaders ``owner``'s own ``*_dataloader`` hooks return (instance attributes, undone after fit)."""
+        for split, name in _HOOKS.items():
+            if split in skip or name in vars(owner) or not _overridden(owner, name):
+                continue
+            original = getattr(owner, name)
+
+            def hook(original=original, split=split) -> Any:
+                return self._hand(original(), split)
+
+            vars(owner)[name] = hook
+            self._wrapped_hooks.append((owner, name))
+
+    def _unwrap_hooks(self) -> None:
+        for owner, name in self._wrapped_hooks:
+            vars(owner).pop(name, None)
+        self._wrapped_hooks.clear()
+
+    def _test_source(self, split: str) -> dict[str, Any]:
+        if split == "val" and self._handed.get("val") is not None:
+            return {"dataloaders": self._handed["val"]}
+        given = self._given.get(split)
+        if given is not None:
+            if split not in self._tracked_given:
+                self._tracked_given[split] = track(given, seed=self._seed, split=split)
+            self._handed[split] = self._tracked_given[split]
+            return {"dataloaders": self._handed[split]}
+        dm = self._datamodule if self._datamodule is not None else self._trainer.datamodule
+        if dm is not None and _overridden(dm, _HOOKS[split]):
+            self._wrap_hooks(dm, skip=set(_HOOKS) - {split})
+            return {"datamodule": dm}
+        raise ConfigError(f"no {split}_loader was given to attach_lightning(...): pass {split}_loader=... to run {split}")
+
+
+def _overridden(owner: Any, name: str) -> bool:
+    """Whether ``owner``'s class defines hook ``name`` itself (not Lightning's base placeholder)."""
+    attribute = getattr(type(owner), name, None)
+    qualname = getattr(attribute, "__qualname__", "")
+    return attribute is not None and not qualname.startswith(_BASE_HOOK_OWNERS)
+
+
+def _plain_hparams(model: Any) -> dict[str, Any]:
+    hparams = getattr(model, "hparams", None) or {}
+    return {str(k): v for k, v in dict(hparams).items() if isinstance(v, (int, float, str, bool, type(None)))}

@@ -1,0 +1,360 @@
+"""The Lightning callback: the session side of a Lightning ``trainer.fit``.
+
+``LightningSession`` extends the same :class:`~onthefly.trainer.backend.TrainingSession`
+as the native ``Trainer`` (store, dashboard link, pause/resume/stop, events), so
+``callback.session`` and the dashboard drive a Lightning run with the same
+code. Its Lightning hooks, in the order a fit calls them:
+
+- ``on_train_epoch_start``: the epoch's data order (a function of (seed, epoch));
+- ``on_train_batch_start``: the batch boundary: queued operations run, a pause
+  holds here, a stop sets ``trainer.should_stop``; then the batch's sample ids
+  are announced to the recording loss;
+- ``on_before_optimizer_step``: the gradient norm (before clipping);
+- ``on_train_batch_end``: the step's metrics row (ours plus what the module logged);
+- validation and test batch hooks: the same announcement for their loaders;
+- ``on_train_epoch_end``: the pass summary and the epoch checkpoint.
+
+What wraps ``trainer.fit`` (the loaders handed to Lightning, the checkpoint
+I/O, resume, the end-of-run test) is in :mod:`onthefly.lightning.attach`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._version import __version__
+from ..errors import ConfigError
+from ..trainer.backend import Position, TrainingSession
+from ..trainer.classify import classification_fields, classification_kind
+from ..trainer.metrics import StepMeter, total_grad_norm
+from ..trainer.rng import capture_rng, preserved_rng, restore_rng
+from .checkpoint import CAPTURE_PATH, to_store
+from .loaders import LightningBatches
+from .loss import RecordingLoss, find_loss
+from .metrics import logged_values, step_loss
+
+__all__ = ["LightningSession"]
+
+
+@dataclass
+class _Batch:
+    """The batch being processed: where its rows go."""
+
+    split: str
+    ids: np.ndarray | None
+    epoch: int
+    step: int
+    claimed: bool = False
+
+
+class LightningSession(TrainingSession):
+    """The per-sample recorder and session of one Lightning trainer (made by ``attach_lightning``).
+
+    Mixed with the trainer's own ``Callback`` class at attach time, so Lightning
+    calls its hooks like any callback's.
+    """
+
+    def __init__(self, *, trainer: Any, model: Any, loss_fn: Any, project: str, run_name: str | None, seed: int,
+                 checkpoint_every_n_epochs: int, home: str | None, dashboard_port: int | None,
+                 connect_dashboard: bool, progress: bool | None) -> None:
+        super().__init__(project=project, run_name=run_name, home=home, dashboard_port=dashboard_port,
+                         connect_dashboard=connect_dashboard, progress=progress)
+        self._trainer = trainer
+        self._module = model
+        self._seed = seed
+        self._every = checkpoint_every_n_epochs
+        self._run_id: str | None = None
+        self._handed: dict[str, LightningBatches] = {}  # loaders Lightning iterates now, by split
+        self._current: _Batch | None = None
+        self._kind: str | None = None
+        self._kind_known = False
+        self._meter: StepMeter | None = None
+        self._grad_norm: torch.Tensor | None = None
+        self._step_losses: list[float] = []
+        self._last_loss = math.nan
+        self._logged_step = -1
+        self._eval_sum, self._eval_count = 0.0, 0
+        self._eval_metrics: dict[str, float] = {}
+        self._in_loop = False
+        self._pending_rng: dict | None = None
+        self._captured: dict | None = None
+        self._warned_dropped = False
+        self._config: dict[str, Any] = {}
+        self._loss_site = find_loss(model, loss_fn)
+        self._recorder = RecordingLoss(self._loss_site[2], claim=self.claim, record=self.record)
+
+    # ------------------------------------------------------------------ position
+    def _position(self) -> Position:
+        t = self._trainer
+        return Position(self._run_id, int(t.global_step), int(t.current_epoch), t.max_epochs)
+
+    def _rank_zero(self) -> bool:
+        return int(getattr(self._trainer, "global_rank", 0)) == 0
+
+    # ------------------------------------------------------------------ the recording loss
+    def claim(self) -> np.ndarray | None:
+        """Sample ids of the current batch, the first time the loss asks (then None)."""
+        batch = self._current
+        if batch is None or batch.claimed or batch.ids is None or self._run_id is None:
+            return None
+        batch.claimed = True
+        return batch.ids
+
+    def record(self, ids: np.ndarray, per_sample: torch.Tensor, output: Any, target: Any) -> None:
+        """Queue one batch's per-sample rows (called by the recording loss)."""
+        batch = self._current
+        if not self._kind_known:
+            self._kind = classification_kind(output, target)
+            self._kind_known = True
+        fields: dict[str, Any] = {}
+        if self._kind is not None:
+            try:
+                fields = classification_fields(output, target, kind=self._kind) or {}
+            except ConfigError:  # this batch's shapes do not fit the kind (e.g. another head)
+                fields = {}
+        values = per_sample.detach().float().cpu().numpy()
+        self._session_store.writer.log_samples(
+            self._run_id, batch.split, batch.epoch, batch.step, ids, values,
+            **{k: v.cpu().numpy() for k, v in fields.items()},
+        )
+        if batch.split != "train":
+            finite = values[np.isfinite(values)]
+            self._eval_sum += float(finite.sum())
+            self._eval_count += int(finite.size)
+
+    # ------------------------------------------------------------------ training hooks
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if self._run_id is None:
+            return
+        self._in_loop = True
+        self._meter = StepMeter(pl_module.device)  # a resume in the middle of an epoch skips on_train_epoch_start
+        if self._pending_rng is not None:  # resuming: the generators as they were at the checkpoint
+            restore_rng(self._pending_rng)
+            self._pending_rng = None
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        self._in_loop = False
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        loader = self._handed.get("train")
+        if loader is not None:
+            loader.set_epoch(trainer.current_epoch)
+        self._meter = StepMeter(pl_module.device)
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if self._run_id is None:
+            return
+        meter = self._meter
+        meter.data_end()
+        if self._boundary():
+            trainer.should_stop = True
+        meter.data_start()  # a pause is neither data nor compute time
+        loader = self._handed.get("train")
+        ids = loader.claim() if loader is not None else None
+        self._current = _Batch("train", ids, int(trainer.current_epoch), int(trainer.global_step) + 1)
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        if self._run_id is not None:
+            self._grad_norm = total_grad_norm(p for g in optimizer.param_groups for p in g["params"])
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._run_id is None:
+            return
+        current, self._current = self._current, None
+        meter = self._meter
+        meter.compute_end(len(current.ids) if current is not None and current.ids is not None else 0)
+        loss = step_loss(outputs)
+        if loss is not None:
+            self._step_losses.append(loss)
+        step = int(trainer.global_step)
+        if step > self._logged_step:  # an optimizer step happened in this batch
+            self._log_step(trainer, step)
+        meter.data_start()
+
+    def _log_step(self, trainer: Any, step: int) -> None:
+        losses, self._step_losses = self._step_losses, []
+        norm, self._grad_norm = self._grad_norm, None
+        optimizers = trainer.optimizers
+        lr = optimizers[0].param_groups[0].get("lr") if optimizers else None
+        row = self._meter.row(step=step, epoch=int(trainer.current_epoch),
+                              loss=sum(losses) / len(losses) if losses else math.nan,
+                              lr=lr, grad_norm=None if norm is None else float(norm))
+        row.update(logged_values(trainer.callback_metrics, stage="train"))
+        self._logged_step = step
+        self._last_loss = row["loss"]
+        self._session_store.writer.log_steps(self._run_id, [row])
+        if self._link is not None:
+            self._link.push_step(row)
+        self._console.step(step, row["loss"])
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if self._run_id is None:
+            return
+        stopped = self._control.stop_requested or trainer.should_stop and not self._epoch_complete()
+        epoch, step = int(trainer.current_epoch), int(trainer.global_step)
+        writer = self._session_store.writer
+        metrics = {"partial": True} if stopped else None
+        writer.end_pass(self._run_id, "train", epoch, step, metrics=metrics).add_done_callback(self._summary_done)
+        self._console.epoch_end(epoch + 1, step, float(self._last_loss), None)
+        if not stopped and self._every and (epoch + 1) % self._every == 0:
+            self._save_checkpoint("epoch")
+
+    def _epoch_complete(self) -> bool:
+        loader = self._handed.get("train")
+        return loader is not None and loader.consumed >= len(loader)
+
+    # ------------------------------------------------------------------ validation and test hooks
+    def _eval_batch_start(self, split: str, trainer: Any, dataloader_idx: int) -> None:
+        loader = self._handed.get(split)
+        if self._run_id is None or loader is None or dataloader_idx != 0 or trainer.sanity_checking:
+            return
+        self._current = _Batch(split, loader.claim(), self._epochs_finished(), int(self._trainer.global_step))
+
+    def _epochs_finished(self) -> int:
+        # Like the native Trainer: once the last train batch of an epoch ran, that epoch counts as finished
+        # (Lightning's current_epoch moves on only after on_train_epoch_end).
+        epoch = int(self._trainer.current_epoch)
+        return epoch + 1 if self._in_loop and self._epoch_complete() else epoch
+
+    def _eval_start(self, trainer: Any) -> None:
+        self._eval_sum, self._eval_count = 0.0, 0
+
+    def _eval_end(self, split: str, trainer: Any) -> None:
+        self._current = None
+        if self._run_id is None or split not in self._handed or trainer.sanity_checking or not self._eval_count:
+            return
+        self._eval_metrics = logged_values(trainer.callback_metrics, stage=split)
+        self._session_store.writer.end_pass(
+            self._run_id, split, self._epochs_finished(), int(self._trainer.global_step), metrics=self._eval_metrics,
+        ).add_done_callback(self._summary_done)
+
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        self._eval_start(trainer)
+
+    def on_validation_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int,
+                                  dataloader_idx: int = 0) -> None:
+        self._eval_batch_start("val", trainer, dataloader_idx)
+
+    def on_validation_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
+                                dataloader_idx: int = 0) -> None:
+        self._current = None
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        self._eval_end("val", trainer)
+
+    def on_test_start(self, trainer: Any, pl_module: Any) -> None:
+        self._eval_start(trainer)
+
+    def on_test_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int,
+                            dataloader_idx: int = 0) -> None:
+        self._eval_batch_start("test", trainer, dataloader_idx)
+
+    def on_test_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
+                          dataloader_idx: int = 0) -> None:
+        self._current = None
+
+    def on_test_end(self, trainer: Any, pl_module: Any) -> None:
+        self._eval_end("test", trainer)
+
+    # ------------------------------------------------------------------ operations
+    def _run_test(self, split: str) -> dict[str, Any]:
+        """Run Lightning's own test (or validation) loop over the tracked loader and record it.
+
+        During ``fit`` the loop runs on a second Lightning trainer over the same
+        module (one trainer cannot test inside its own fit); afterwards, on the
+        user's trainer. Either way the module's train mode, device, trainer and
+        every random generator are put back, so training goes on unchanged.
+        """
+        if self._run_id is None:
+            raise ConfigError("test() needs a run: call trainer.fit(...) first")
+        source = self._test_source(split)
+        previous = self._control.state
+        self._control.set_state("testing")
+        module = self._module
+        was_training, owner = module.training, module._trainer
+        device = next(module.parameters()).device if any(True for _ in module.parameters()) else None
+        datamodule = source.get("datamodule")
+        try:
+            with preserved_rng(), self._loss_in_place():
+                tester = self._tester() if self._in_loop else self._trainer
+                run = tester.test if split == "test" else tester.validate
+                run(module, verbose=False, **source)
+        finally:
+            if split == "test":
+                self._handed.pop(split, None)
+            if datamodule is not None:
+                datamodule.trainer = owner
+            module.trainer = owner
+            if device is not None:
+                module.to(device)
+            module.train(was_training)
+            self._control.set_state(previous if previous != "testing" else "running")
+        result = {"loss": self._eval_sum / self._eval_count if self._eval_count else math.nan,
+                  "count": self._eval_count, "metrics": dict(self._eval_metrics)}
+        return self._record_test(split, result)
+
+    def _test_source(self, split: str) -> dict[str, Any]:
+        """What the test loop runs over: ``{"dataloaders": ...}`` or ``{"datamodule": ...}``."""
+        raise ConfigError(f"no {split}_loader was given to attach_lightning(...): pass one to run {split}")
+
+    def _tester(self) -> Any:
+        """A quiet single-device trainer of the same Lightning flavour, for a test in the middle of fit."""
+        device = self._trainer.strategy.root_device
+        accelerator = "gpu" if device.type == "cuda" else device.type
+        return type(self._trainer)(
+            accelerator=accelerator, devices=[device.index or 0] if device.type == "cuda" else 1,
+            precision=self._trainer.precision, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, callbacks=[self],
+        )
+
+    def _save_checkpoint(self, reason: str) -> dict[str, Any]:
+        trainer = self._trainer
+        if self._run_id is None or trainer.model is None:
+            raise ConfigError("checkpoint() needs a model: call trainer.fit(...) first")
+        self._captured = None
+        trainer.save_checkpoint(CAPTURE_PATH, weights_only=False)  # our checkpoint I/O receives the dict (rank 0)
+        if self._captured is None:  # another rank: rank 0 wrote it
+            return {}
+        parts, dropped = to_store(self._captured)
+        self._captured = None
+        if dropped and not self._warned_dropped:
+            self._warned_dropped = True
+            self._log("warning", f"checkpoints leave out values that cannot be stored without pickling: "
+                                 f"{', '.join(dropped[:8])}", kind="checkpoint")
+        loader = self._handed.get("train")
+        step, epoch = int(trainer.global_step), self._epochs_finished()
+        store = self._session_store
+        info = store.checkpoints.save(
+            run_id=self._run_id, step=step, epoch=epoch, reason=reason,
+            model=parts["model"], optimizer=parts["optimizer"], scheduler=parts["scheduler"], rng=capture_rng(),
+            sampler={"epoch": epoch, "batch": loader.consumed if loader is not None else 0, "step": step,
+                     "seed": self._seed},
+            extra={"lightning": parts["lightning"], "session_id": store.id, "step": step, "epoch": epoch,
+                   "run": {"id": self._run_id, "name": self._run_name, "kind": "base", "status": "running"},
+                   "config": self._config, "version": __version__},
+        )
+        return self._record_checkpoint(info, reason)
+
+    def _capture(self, checkpoint: dict) -> None:
+        self._captured = checkpoint
+
+    @contextmanager
+    def _loss_in_place(self) -> Iterator[None]:
+        """The recording loss stands where the module holds its loss, for the duration of the block."""
+        owner, name, user_loss = self._loss_site
+        table = owner._modules if name in owner._modules else vars(owner)
+        if table.get(name) is self._recorder:  # already in place (a test inside fit)
+            yield
+            return
+        table[name] = self._recorder
+        try:
+            yield
+        finally:
+            table[name] = user_loss
