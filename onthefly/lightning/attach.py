@@ -9,7 +9,8 @@ trainer instance only. The wrapped ``fit``:
 2. puts the recording loss where the module holds its loss;
 3. places OnTheFly's checkpoint I/O before the strategy's (checkpoints go to
    the session store as safetensors; ``resume_from`` is read from there);
-4. runs Lightning's ``fit``, then, with ``do_test_after``, Lightning's
+4. runs Lightning's ``fit`` (on several processes the session opens in the
+   callback's ``setup`` on every rank; see :mod:`onthefly.lightning.callback`), then, with ``do_test_after``, Lightning's
    ``trainer.test`` over the test loader, and stays open while a dashboard
    wants more epochs;
 5. puts everything back as it was.
@@ -89,7 +90,12 @@ def attach_lightning(
 
     Raises:
         ConfigError: for a trainer that is not a Lightning trainer, a trainer
-            already attached, or a loss the module does not hold.
+            already attached, or a loss the module does not hold; at ``fit``,
+            for a multi-process strategy other than DDP.
+
+    On several processes (``strategy="ddp"`` or ``"ddp_spawn"``) each rank
+    records its own part of the data and rank 0 owns the session, the link and
+    the checkpoints (docs/distributed.md).
 
     Example:
         >>> trainer = L.Trainer(max_epochs=3)
@@ -137,7 +143,14 @@ def _lightning_classes(trainer: Any) -> tuple[type, type]:
 @functools.cache
 def _callback_class(base: type) -> type:
     """The callback class for one Lightning flavour (its hooks come from LightningRun)."""
-    return type("OnTheFlyCallback", (LightningRun, base), {"__module__": __name__, "__doc__": LightningRun.__doc__})
+    return type("OnTheFlyCallback", (LightningRun, base),
+                {"__module__": __name__, "__doc__": LightningRun.__doc__, "_lightning_base": base})
+
+
+def _new_callback(base: type) -> Any:
+    """An empty callback of the class made for ``base`` (pickle fills in its state)."""
+    cls = _callback_class(base)
+    return cls.__new__(cls)
 
 
 class LightningRun(LightningSession):
@@ -155,6 +168,10 @@ class LightningRun(LightningSession):
         self._wrapped_hooks: list[tuple[Any, str]] = []
         self._lightning_fit = self._trainer.fit
         self._trainer.fit = self._fit
+
+    def __reduce_ex__(self, protocol: Any) -> tuple:
+        # The class is made at attach time, so a pickle (ddp_spawn) names the Lightning base it was made from.
+        return (_new_callback, (self._lightning_base,), self.__getstate__())
 
     def clone_model(self) -> nn.Module:
         """A new module with the current weights; the training module is left as it was.
@@ -177,12 +194,8 @@ class LightningRun(LightningSession):
                 "pass the same LightningModule (attach_lightning(model=m); trainer.fit(m, ...))"
             )
         trainer = self._trainer
-        if int(trainer.world_size) > 1:
-            raise ConfigError(
-                f"attach_lightning records runs on one process; this trainer has world_size={trainer.world_size} "
-                f"({type(trainer.strategy).__name__}): use one device (strategy='auto', devices=1), or "
-                "onthefly.Trainer under torchrun for several processes (docs/distributed.md)"
-            )
+        self._multi = _multi_process(trainer)
+        self._launcher_pid = os.getpid()
         if isinstance(train_dataloaders, self._datamodule_base):
             datamodule, train_dataloaders = train_dataloaders, None
         train, val, datamodule = self._hand_loaders(model, train_dataloaders, val_dataloaders, datamodule)
@@ -196,6 +209,16 @@ class LightningRun(LightningSession):
             previous_io, on_capture=self._capture,
             preloaded={RESUME_PATH: from_store(resume.data)} if resume is not None else None,
         )
+        if self._multi:  # every rank opens its part of the session in setup(), once the process group exists
+            self._resume = resume
+            try:
+                self._lightning_fit(model, train, val, datamodule, ckpt_path, **kwargs)
+            finally:
+                strategy.checkpoint_io = previous_io
+                self._unwrap_hooks()
+                self._handed.clear()
+                self._resume = None
+            return
         self._open_run(resume)
         self._control.reset()
         self._control.begin()
@@ -262,6 +285,8 @@ class LightningRun(LightningSession):
     def _hand(self, loader: Any, split: str) -> Any:
         tracked = track(loader, seed=self._seed, split=split)
         if isinstance(tracked, LightningBatches):
+            if split == "train" and self._dist is not None:  # a hook called once the ranks are joined
+                tracked.distribute(rank=self._dist.rank, world_size=self._dist.world_size, seed=self._seed)
             self._handed[split] = tracked
         return tracked
 
@@ -283,12 +308,7 @@ class LightningRun(LightningSession):
         for split, name in _HOOKS.items():
             if split in skip or name in vars(owner) or not _overridden(owner, name):
                 continue
-            original = getattr(owner, name)
-
-            def hook(original=original, split=split) -> Any:
-                return self._hand(original(), split)
-
-            vars(owner)[name] = hook
+            vars(owner)[name] = _TrackedHook(self, getattr(owner, name), split)
             self._wrapped_hooks.append((owner, name))
 
     def _unwrap_hooks(self) -> None:
@@ -310,6 +330,34 @@ class LightningRun(LightningSession):
             self._wrap_hooks(dm, skip=set(_HOOKS) - {split})
             return {"datamodule": dm}
         raise ConfigError(f"no {split}_loader was given to attach_lightning(...): pass {split}_loader=... to run {split}")
+
+
+class _TrackedHook:
+    """A ``*_dataloader`` hook that hands Lightning the tracked loader (a class, so ddp_spawn can pickle it)."""
+
+    def __init__(self, run: LightningRun, original: Any, split: str) -> None:
+        self.run, self.original, self.split = run, original, split
+
+    def __call__(self) -> Any:
+        return self.run._hand(self.original(), self.split)
+
+
+def _multi_process(trainer: Any) -> bool:
+    """Whether ``trainer`` runs on several processes; only DDP (``"ddp"``, ``"ddp_spawn"``...) is supported.
+
+    Raises:
+        ConfigError: for another multi-process strategy (FSDP, DeepSpeed...).
+    """
+    if int(trainer.world_size) < 2:
+        return False
+    names = {cls.__name__ for cls in type(trainer.strategy).__mro__}
+    if "DDPStrategy" not in names or "DeepSpeedStrategy" in names:
+        raise ConfigError(
+            f"attach_lightning records multi-process runs with DDP strategies; this trainer has "
+            f"world_size={trainer.world_size} with {type(trainer.strategy).__name__}: use strategy='ddp' or "
+            "'ddp_spawn', or one device (docs/distributed.md)"
+        )
+    return True
 
 
 def _overridden(owner: Any, name: str) -> bool:

@@ -14,24 +14,42 @@ code. Its Lightning hooks, in the order a fit calls them:
 - validation and test batch hooks: the same announcement for their loaders;
 - ``on_train_epoch_end``: the pass summary and the epoch checkpoint.
 
+On several processes (``strategy="ddp"`` or ``"ddp_spawn"``) the rules of
+:mod:`onthefly.distributed` apply: ``setup`` (on every rank, once Lightning's
+process group exists) opens the session on rank 0 and ``ranks/<r>/`` on the
+others and splits the train loader; at every ``on_train_batch_start`` rank 0
+sends every rank one command, so pause, resume, test, checkpoint and stop
+happen on all ranks at the same batch; ``on_fit_end`` runs the end-of-run test
+and the final checkpoint while the ranks are still together.
+
 What wraps ``trainer.fit`` (the loaders handed to Lightning, the checkpoint
 I/O, resume, the end-of-run test) is in :mod:`onthefly.lightning.attach`.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import io
 import math
+import os
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .. import distributed as dist
 from .._version import __version__
 from ..errors import ConfigError
 from ..trainer.backend import Position, TrainingSession
+from ..trainer.console import Console
+from ..trainer.control import Controller
+from ..trainer.session import SessionHandle
 from ..trainer.classify import classification_fields, classification_kind
 from ..trainer.metrics import StepMeter, total_grad_norm
 from ..trainer.rng import capture_rng, preserved_rng, restore_rng
@@ -52,6 +70,7 @@ class _Batch:
     epoch: int
     step: int
     claimed: bool = False
+    keep: int | None = None  # several processes: how many of the ids are real (the rest is sampler padding)
 
 
 class LightningSession(TrainingSession):
@@ -87,6 +106,14 @@ class LightningSession(TrainingSession):
         self._captured: dict | None = None
         self._warned_dropped = False
         self._config: dict[str, Any] = {}
+        self._progress = progress
+        self._multi = False  # fit runs on several processes (set by the wrapped fit)
+        self._dist: dist.DistInfo | None = None  # this rank, once Lightning's process group exists
+        self._coll: dist.Collective | None = None
+        self._leading = False  # rank 0 serving operations the other ranks must join
+        self._leader_stop = False  # another rank: rank 0 said stop
+        self._resume: Any = None  # the checkpoint a multi-process fit resumes from
+        self._launcher_pid = os.getpid()
         self._loss_site = find_loss(model, loss_fn)
         self._recorder = RecordingLoss(self._loss_site[2], claim=self.claim, record=self.record)
 
@@ -97,6 +124,31 @@ class LightningSession(TrainingSession):
 
     def _rank_zero(self) -> bool:
         return int(getattr(self._trainer, "global_rank", 0)) == 0
+
+    def _leader(self) -> bool:
+        """True on one process, and on rank 0 of several."""
+        return self._dist is None or self._dist.leader
+
+    # ------------------------------------------------------------------ pickling (ddp_spawn)
+    _PROCESS_LOCAL = ("_session_store", "_link", "_control", "_model_lock", "_console", "session", "_meter",
+                      "_recorder", "_dist", "_coll", "_captured", "_grad_norm", "_current")
+
+    def __getstate__(self) -> dict[str, Any]:
+        # ddp_spawn sends the trainer, and so this callback, to each new process: what belongs to this
+        # process (store, link, threads, locks) stays here and is made anew there.
+        state = dict(vars(self))
+        for name in self._PROCESS_LOCAL:
+            state[name] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+        self._control = Controller()
+        self._control.on_state(self._on_state)
+        self._model_lock = threading.RLock()
+        self._console = Console(enabled=self._progress)
+        self.session = SessionHandle(self)
+        self._recorder = RecordingLoss(self._loss_site[2], claim=self.claim, record=self.record)
 
     # ------------------------------------------------------------------ the recording loss
     def claim(self) -> np.ndarray | None:
@@ -120,10 +172,12 @@ class LightningSession(TrainingSession):
             except ConfigError:  # this batch's shapes do not fit the kind (e.g. another head)
                 fields = {}
         values = per_sample.detach().float().cpu().numpy()
-        self._session_store.writer.log_samples(
-            self._run_id, batch.split, batch.epoch, batch.step, ids, values,
-            **{k: v.cpu().numpy() for k, v in fields.items()},
-        )
+        keep = len(ids) if batch.keep is None else batch.keep
+        if keep:
+            self._session_store.writer.log_samples(
+                self._run_id, batch.split, batch.epoch, batch.step, ids[:keep], values[:keep],
+                **{k: v.cpu().numpy()[:keep] for k, v in fields.items()},
+            )
         if batch.split != "train":
             finite = values[np.isfinite(values)]
             self._eval_sum += float(finite.sum())
@@ -136,7 +190,7 @@ class LightningSession(TrainingSession):
         self._in_loop = True
         self._meter = StepMeter(pl_module.device)  # a resume in the middle of an epoch skips on_train_epoch_start
         if self._pending_rng is not None:  # resuming: the generators as they were at the checkpoint
-            restore_rng(self._pending_rng)
+            restore_rng(_own_rng(self._pending_rng, self._dist))
             self._pending_rng = None
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
@@ -153,12 +207,13 @@ class LightningSession(TrainingSession):
             return
         meter = self._meter
         meter.data_end()
-        if self._boundary():
+        if self._boundary() if self._dist is None else self._ranked_boundary():
             trainer.should_stop = True
         meter.data_start()  # a pause is neither data nor compute time
         loader = self._handed.get("train")
         ids = loader.claim() if loader is not None else None
-        self._current = _Batch("train", ids, int(trainer.current_epoch), int(trainer.global_step) + 1)
+        keep = loader.unpadded if ids is not None and loader.recorded is not None else None
+        self._current = _Batch("train", ids, int(trainer.current_epoch), int(trainer.global_step) + 1, keep=keep)
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         if self._run_id is not None:
@@ -174,7 +229,7 @@ class LightningSession(TrainingSession):
         if loss is not None:
             self._step_losses.append(loss)
         step = int(trainer.global_step)
-        if step > self._logged_step:  # an optimizer step happened in this batch
+        if step > self._logged_step and self._leader():  # an optimizer step happened in this batch
             self._log_step(trainer, step)
         meter.data_start()
 
@@ -197,14 +252,31 @@ class LightningSession(TrainingSession):
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if self._run_id is None:
             return
-        stopped = self._control.stop_requested or trainer.should_stop and not self._epoch_complete()
+        stopped = self._control.stop_requested or self._leader_stop or trainer.should_stop and not self._epoch_complete()
+        if self._coll is not None:  # the ranks agree, so all of them take the epoch checkpoint or none does
+            stopped = not self._coll.all_true(not stopped)
         epoch, step = int(trainer.current_epoch), int(trainer.global_step)
         writer = self._session_store.writer
         metrics = {"partial": True} if stopped else None
-        writer.end_pass(self._run_id, "train", epoch, step, metrics=metrics).add_done_callback(self._summary_done)
+        future = writer.end_pass(self._run_id, "train", epoch, step, metrics=metrics)
+        if self._coll is None:
+            future.add_done_callback(self._summary_done)
+        else:
+            self._union_summary(future, epoch, step, metrics)
         self._console.epoch_end(epoch + 1, step, float(self._last_loss), None)
         if not stopped and self._every and (epoch + 1) % self._every == 0:
             self._save_checkpoint("epoch")
+
+    def _union_summary(self, future: Any, epoch: int, step: int, metrics: dict | None) -> None:
+        """Several processes: once every rank sealed the pass, rank 0 summarises the rows of all of them."""
+        future.result()  # this rank's pass is sealed and listed
+        self._coll.barrier()
+        if self._dist.leader:
+            store = self._session_store
+            summary = dist.union_pass_summary(store.dir, store.catalog, (self._run_id, "train", epoch), step, metrics)
+            done = concurrent.futures.Future()
+            done.set_result(summary)
+            self._summary_done(done)
 
     def _epoch_complete(self) -> bool:
         loader = self._handed.get("train")
@@ -214,6 +286,8 @@ class LightningSession(TrainingSession):
     def _eval_batch_start(self, split: str, trainer: Any, dataloader_idx: int) -> None:
         loader = self._handed.get(split)
         if self._run_id is None or loader is None or dataloader_idx != 0 or trainer.sanity_checking:
+            return
+        if not self._leader():  # every rank runs the whole loader (it is not split); rank 0 records it
             return
         self._current = _Batch(split, loader.claim(), self._epochs_finished(), int(self._trainer.global_step))
 
@@ -228,7 +302,8 @@ class LightningSession(TrainingSession):
 
     def _eval_end(self, split: str, trainer: Any) -> None:
         self._current = None
-        if self._run_id is None or split not in self._handed or trainer.sanity_checking or not self._eval_count:
+        if self._run_id is None or split not in self._handed or trainer.sanity_checking or not self._eval_count \
+                or not self._leader():
             return
         self._eval_metrics = logged_values(trainer.callback_metrics, stage=split)
         self._session_store.writer.end_pass(
@@ -274,6 +349,11 @@ class LightningSession(TrainingSession):
         """
         if self._run_id is None:
             raise ConfigError("test() needs a run: call trainer.fit(...) first")
+        if self._dist is not None:
+            if self._leading:  # the other ranks wait at this boundary while rank 0 tests
+                self._coll.command(dist.TEST, 0 if split == "test" else 1)
+            if not self._dist.leader:
+                return {}
         source = self._test_source(split)
         previous = self._control.state
         self._control.set_state("testing")
@@ -283,7 +363,7 @@ class LightningSession(TrainingSession):
         datamodule = source.get("datamodule")
         try:
             with preserved_rng(), self._loss_in_place():
-                tester = self._tester() if self._in_loop else self._trainer
+                tester = self._tester() if self._in_loop or self._dist is not None else self._trainer
                 run = tester.test if split == "test" else tester.validate
                 run(module, verbose=False, **source)
         finally:
@@ -318,6 +398,13 @@ class LightningSession(TrainingSession):
         trainer = self._trainer
         if self._run_id is None or trainer.model is None:
             raise ConfigError("checkpoint() needs a model: call trainer.fit(...) first")
+        rng = capture_rng()
+        if self._dist is not None:
+            if self._leading:  # the other ranks join from this boundary
+                self._coll.command(dist.CHECKPOINT)
+            states = self._coll.gather_json(dist.pack_rng(rng))
+            if self._dist.leader:  # written once, with every rank's generators
+                rng = {**rng, "ranks": [dist.unpack_rng(state) for state in states]}
         self._captured = None
         trainer.save_checkpoint(CAPTURE_PATH, weights_only=False)  # our checkpoint I/O receives the dict (rank 0)
         if self._captured is None:  # another rank: rank 0 wrote it
@@ -333,7 +420,7 @@ class LightningSession(TrainingSession):
         store = self._session_store
         info = store.checkpoints.save(
             run_id=self._run_id, step=step, epoch=epoch, reason=reason,
-            model=parts["model"], optimizer=parts["optimizer"], scheduler=parts["scheduler"], rng=capture_rng(),
+            model=parts["model"], optimizer=parts["optimizer"], scheduler=parts["scheduler"], rng=rng,
             sampler={"epoch": epoch, "batch": loader.consumed if loader is not None else 0, "step": step,
                      "seed": self._seed},
             extra={"lightning": parts["lightning"], "session_id": store.id, "step": step, "epoch": epoch,
@@ -358,3 +445,142 @@ class LightningSession(TrainingSession):
             yield
         finally:
             table[name] = user_loss
+
+    def _install_loss(self) -> None:
+        """Put the recording loss in place for the rest of this process' fit (several processes)."""
+        owner, name, _ = self._loss_site
+        table = owner._modules if name in owner._modules else vars(owner)
+        table[name] = self._recorder
+
+    def _remove_loss(self) -> None:
+        owner, name, user_loss = self._loss_site
+        table = owner._modules if name in owner._modules else vars(owner)
+        if table.get(name) is self._recorder:
+            table[name] = user_loss
+
+    # ------------------------------------------------------------------ several processes
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        """Several processes: join the ranks, split the train data, open the session (rank 0) or ``ranks/<r>/``."""
+        if stage != "fit" or trainer is not self._trainer or not self._multi:
+            return
+        info = dist.detect(init=False)
+        if info is None:
+            raise ConfigError(
+                f"the trainer has world_size={trainer.world_size} but no torch.distributed process group is "
+                "initialised in setup(): use strategy='ddp' or 'ddp_spawn'"
+            )
+        self._dist, self._coll = info, dist.Collective(info)
+        self._leader_stop = False
+        if not info.leader:
+            self._connect_dashboard = False
+            self._console = Console(enabled=False, stream=io.StringIO())
+        self._control.reset()
+        self._control.begin()
+        self._fitting = True
+        self._install_loss()
+        loader = self._handed.get("train")
+        if loader is not None:
+            loader.distribute(rank=info.rank, world_size=info.world_size, seed=self._seed)
+        self._open_ranked_run()
+        if info.leader:
+            self._start_link()
+        self._control.set_state("running")
+
+    def _open_ranked_run(self) -> None:
+        """Rank 0 opens the session and the run; the others open ``ranks/<r>/`` and record the same run."""
+        where = None
+        if self._dist.leader:
+            self._open_run(self._resume)
+            store = self._session_store
+            where = {"dir": str(store.dir), "id": store.id, "run": self._run_id}
+        where = self._coll.broadcast_json(where)
+        if self._dist.leader:
+            return
+        if self._session_store is None:
+            self._session_store = dist.RankStore(Path(where["dir"]), session_id=where["id"], project=self._project,
+                                                 rank=self._dist.rank)
+        self._session_store.add_run(where["run"], self._run_name)
+        self._run_id = where["run"]
+        self._logged_step, self._kind_known, self._step_losses = -1, False, []
+        self._pending_rng = self._resume.data.rng if self._resume is not None else None
+
+    def _require_store(self) -> Any:
+        if self._dist is not None and not self._dist.leader:
+            if self._session_store is None:
+                raise ConfigError("only rank 0 opens the session store; this rank writes under the session's ranks/")
+            return self._session_store
+        return super()._require_store()
+
+    def _ranked_boundary(self) -> bool:
+        """The batch boundary on several processes: rank 0 decides, every rank follows. True: stop now."""
+        if not self._dist.leader:
+            code, _ = self._follow()
+            self._leader_stop = self._leader_stop or code == dist.STOP
+            return code == dist.STOP
+        control = self._control
+        self._leading = True
+        try:
+            control.service()
+            if control.pause_requested and not control.stop_requested:
+                self._record_pause("paused")
+                control.set_state("paused")
+                while control.pause_requested and not control.stop_requested:
+                    deadline = time.monotonic() + _HEARTBEAT
+                    control.wait_while_paused(keep_waiting=lambda until=deadline: time.monotonic() < until)
+                    if control.pause_requested and not control.stop_requested:
+                        self._coll.command(dist.HOLD)  # the other ranks keep waiting
+                if not control.stop_requested:
+                    self._record_pause("running")
+                    control.set_state("running")
+        finally:
+            self._leading = False
+        stop = control.stop_requested
+        self._coll.command(dist.STOP if stop else dist.GO)
+        return stop
+
+    def _follow(self) -> tuple[int, int]:
+        """Ranks other than 0: do what rank 0 says until it says go on (GO) or stop (STOP)."""
+        while True:
+            code, arg = self._coll.command()
+            if code in (dist.GO, dist.STOP):
+                return code, arg
+            if code == dist.TEST:
+                self._run_test("test" if arg == 0 else "val")
+            elif code == dist.CHECKPOINT:
+                self._save_checkpoint("manual")
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        """Several processes: the end-of-run test and the final checkpoint, while the ranks are together."""
+        if trainer is not self._trainer or self._dist is None or self._run_id is None:
+            return
+        stopped = self._control.stop_requested or self._leader_stop or bool(trainer.interrupted)
+        reached_end = self._coll.all_true(not stopped)
+        if reached_end and self._do_test_after:
+            self._test_after()
+        self._save_checkpoint("final")
+        if self._dist.leader:
+            self._finish_run("finished" if reached_end else "stopped")
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        """Several processes: put the user's loss back; a process Lightning started closes its store."""
+        if stage != "fit" or trainer is not self._trainer or self._dist is None:
+            return
+        self._remove_loss()
+        self._fitting = False
+        self._in_loop = False
+        self._control.end()
+        if self._session_store is not None:
+            self._session_store.writer.flush()
+        if os.getpid() != self._launcher_pid:  # a ddp_spawn process: it ends without running atexit handlers
+            self.close()
+
+
+_HEARTBEAT = 5.0  # seconds between the words rank 0 sends the other ranks while paused
+
+
+def _own_rng(rng: dict, info: dist.DistInfo | None) -> dict:
+    """This rank's generators from a checkpoint's RNG state (every rank's are kept under "ranks")."""
+    ranks = rng.get("ranks") if isinstance(rng, dict) else None
+    if info is not None and ranks and len(ranks) == info.world_size:
+        return ranks[info.rank]
+    return rng

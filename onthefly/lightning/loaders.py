@@ -8,6 +8,12 @@ callback claims them at the start of the batch they belong to (a loader
 delivers batches in the order its batch sampler produced them, so prefetching
 by Lightning or by worker processes keeps the pairing right).
 
+On several processes the train loader is split between ranks before it is
+tracked (:meth:`LightningBatches.distribute`): Lightning never sees a
+``DataLoader`` it could give a sampler of its own, so the ids recorded are the
+ids each rank trains on. The padding ``DistributedSampler`` adds to even out
+ranks is trained on but marked as not to be recorded (:attr:`LightningBatches.unpadded`).
+
 The train loader also speaks Lightning's stateful-loader protocol
 (``state_dict`` / ``load_state_dict``), so a checkpoint taken in the middle of
 an epoch resumes at the next batch instead of replaying the epoch.
@@ -22,6 +28,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader
 
+from ..distributed import distributed_loader, recorded_count
 from ..errors import ConfigError
 from ..trainer.sampling import TrackedLoader
 
@@ -45,11 +52,43 @@ class LightningBatches:
     def __init__(self, loader: DataLoader, *, seed: int, split: str) -> None:
         self.tracked = TrackedLoader(loader, seed=seed)
         self.user_loader = loader
+        self._seed = seed
         self.split = split
         self._ids: deque[np.ndarray] = deque()
         self._epoch = 0
         self._skip = 0
         self.consumed = 0  # batches of the current iteration claimed by the loop
+        self.recorded: int | None = None  # several processes: this rank's real (unpadded) samples per epoch
+        self.unpadded = 0  # how many of the last claimed batch's samples are real
+        self._seen = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        # ddp_spawn sends the loaders to new processes: the tracking (its generator, ids in flight) is made anew
+        # there, from the user's loader, and split between ranks again.
+        state = dict(vars(self))
+        state["tracked"] = None
+        state["_ids"] = deque()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+        self.tracked = TrackedLoader(self.user_loader, seed=self._seed)
+
+    def distribute(self, *, rank: int, world_size: int, seed: int) -> None:
+        """Iterate this rank's part of the user's loader from now on (a ``DistributedSampler`` split).
+
+        The user's own ``DistributedSampler`` is kept; otherwise one is made
+        (shuffling when the loader shuffled, seeded with ``seed``).
+
+        Raises:
+            ConfigError: for a loader with a custom sampler that cannot be split.
+
+        Example:
+            >>> batches.distribute(rank=1, world_size=2, seed=0)  # doctest: +SKIP
+        """
+        part = distributed_loader(self.user_loader, rank=rank, world_size=world_size, seed=seed)
+        self.tracked = TrackedLoader(part, seed=seed)
+        self.recorded = recorded_count(part.sampler, rank=rank)
 
     @property
     def epoch(self) -> int:
@@ -80,6 +119,7 @@ class LightningBatches:
         if skip:
             self.tracked.skip_batches(skip)
         self.consumed = skip
+        self._seen = skip * (self.batch_size or 0)
         for ids, batch in self.tracked:
             self._ids.append(ids)
             yield batch
@@ -89,7 +129,10 @@ class LightningBatches:
         if not self._ids:
             return None
         self.consumed += 1
-        return self._ids.popleft()
+        ids = self._ids.popleft()
+        self.unpadded = _unpadded(len(ids), seen=self._seen, recorded=self.recorded)
+        self._seen += len(ids)
+        return ids
 
 
 class TrainBatches(LightningBatches):
@@ -110,6 +153,13 @@ class TrainBatches(LightningBatches):
             ) from exc
         if self._skip >= len(self):  # the epoch had ended: Lightning moves on to the next one
             self._skip = 0
+
+
+def _unpadded(batch: int, *, seen: int, recorded: int | None) -> int:
+    """How many samples of a batch are real: all, except a sampler's padding past ``recorded``."""
+    if recorded is None:
+        return batch
+    return max(0, min(batch, recorded - seen))
 
 
 def track(loader: Any, *, seed: int, split: str) -> Any:

@@ -205,11 +205,3 @@ def test_pytorch_lightning_trainers_are_accepted_too():
     otf = attach_lightning(trainer=trainer, model=model, project="p", train_loader=loaders()[0])
     trainer.fit(model)
     assert rows(otf, "SELECT count(DISTINCT sample_id) FROM samples") == [[120]]
-
-
-def test_a_multi_process_lightning_strategy_is_refused_with_the_alternative():
-    model = TinyClassifier()
-    trainer = make_trainer(strategy="ddp", devices=2)
-    attach_lightning(trainer=trainer, model=model, project="p", train_loader=loaders()[0])
-    with pytest.raises(ConfigError, match="torchrun"):
-        trainer.fit(model)
