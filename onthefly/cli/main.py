@@ -26,6 +26,11 @@ from typing import Any, TextIO
 import pyarrow.csv as pacsv
 
 from onthefly._version import __version__
+from onthefly.cli.export import add_export
+from onthefly.cli.import_ import add_import
+from onthefly.cli.report import add_report
+from onthefly.cli.serve import add_serve
+from onthefly.cli.sessions import add_pin, add_rm, add_unpin
 from onthefly.cli.tables import render_table
 from onthefly.errors import ConfigError, OnTheFlyError
 from onthefly.store.lifecycle import Store
@@ -209,7 +214,9 @@ def run_sql(args: argparse.Namespace, out: TextIO) -> int:
 
 # -- the command ----------------------------------------------------------------
 
-COMMANDS: tuple[AddCommand, ...] = (add_ls, add_sql)
+COMMANDS: tuple[AddCommand, ...] = (
+    add_ls, add_sql, add_report, add_export, add_import, add_serve, add_rm, add_pin, add_unpin,
+)  # fmt: skip
 """Subcommands in help order; a new one appends its ``add_command`` here."""
 
 

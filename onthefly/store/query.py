@@ -38,7 +38,7 @@ import math
 import os
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -62,6 +62,7 @@ __all__ = [
     "query_table",
     "run_query",
     "session_dir_of",
+    "rank_catalogs",
     "readonly_refusal",
     "json_rows",
     "json_value",
@@ -88,6 +89,8 @@ VIEWS = (*SHARD_VIEWS, *CATALOG_VIEWS)
 """Every view a reader connection holds."""
 
 CATALOG_FILE = "catalog.sqlite"
+RANKS_DIR = "ranks"
+"""Folder of a multi-process session holding one folder per rank > 0 (its catalog and shards)."""
 RESULT_FORMATS = ("rows", "arrow")
 
 _SHARD_SCHEMAS = {"samples": SAMPLES_SCHEMA, "steps": STEPS_SCHEMA}
@@ -221,8 +224,10 @@ def sql(
     """Open a session's views in DuckDB: ``onthefly.sql()``.
 
     Args:
-        session: a session id, a session folder, or None for the newest
-            session in the store root.
+        session: a session id, a session folder, a ``.zip`` bundle, or None
+            for the newest session in the store root. A bundle is imported
+            into the store root first (pinned; a second call finds it there)
+            and its imported copy is opened.
         home: the store root; None means ``$ONTHEFLY_HOME`` or ``./.onthefly``.
 
     Returns:
@@ -230,13 +235,19 @@ def sql(
 
     Raises:
         StoreError: no such session, or the root holds none.
-        ConfigError: ``session`` is a ``.zip`` bundle (not opened yet).
+        ConfigError: ``session`` names a ``.zip`` file that does not exist.
+        BundleError: the bundle is malformed, hostile or of a newer format.
 
     Example:
         >>> import onthefly
         >>> con = onthefly.sql()  # doctest: +SKIP
         >>> con.sql("SELECT epoch, p50 FROM epochs ORDER BY epoch").fetchall()  # doctest: +SKIP
+        >>> con = onthefly.sql("mnist.zip")  # doctest: +SKIP
     """
+    if session is not None and Path(session).suffix.lower() == ".zip":
+        from onthefly.store.bundle import import_bundle
+
+        return connect(import_bundle(session, store=Store(home)).dir)
     return connect(session_dir_of(session, home=home))
 
 
@@ -560,16 +571,36 @@ def _checked_session_dir(session_dir: str | os.PathLike[str]) -> Path:
 
 
 def _allowed_directories(folder: Path) -> list[str]:
-    return [str(folder / kind) + os.sep for kind in SHARD_VIEWS]
+    return [str(folder / kind) + os.sep for kind in SHARD_VIEWS] + [str(folder / RANKS_DIR) + os.sep]
+
+
+def rank_catalogs(session_dir: str | os.PathLike[str]) -> list[tuple[str, Path]]:
+    """``(prefix, catalog path)`` of each rank folder of a multi-process session, in rank order.
+
+    Ranks other than 0 list their shards in ``ranks/<r>/catalog.sqlite``, with
+    paths relative to their rank folder; the prefix (``ranks/<r>/``) makes them
+    relative to the session folder. A single-process session has none.
+
+    Example:
+        >>> rank_catalogs(session_dir)  # doctest: +SKIP
+        [('ranks/1/', PosixPath('.../ranks/1/catalog.sqlite'))]
+    """
+    base = Path(session_dir) / RANKS_DIR
+    if not base.is_dir():
+        return []
+    found = [p for p in base.iterdir() if p.name.isdigit() and (p / CATALOG_FILE).is_file()]
+    return [(f"{RANKS_DIR}/{p.name}/", p / CATALOG_FILE) for p in sorted(found, key=lambda p: int(p.name))]
 
 
 def _shard_files(folder: Path, kind: str, relative_paths: list[str]) -> list[str]:
     """Absolute paths of listed shards, each checked to lie in its folder and exist."""
     base = os.path.normpath(folder / kind) + os.sep
+    ranks = os.path.normpath(folder / RANKS_DIR) + os.sep
     files = []
     for rel in relative_paths:
         path = os.path.normpath(folder / rel)
-        if not path.startswith(base):
+        in_rank = path.startswith(ranks) and f"{os.sep}{kind}{os.sep}" in path[len(ranks):]
+        if not (path.startswith(base) or in_rank):
             raise StoreError(
                 f"the catalog of {folder} lists a {kind} shard at {rel!r}, outside {kind}/: "
                 "the catalog is damaged; re-import the session or start a new one"
@@ -590,6 +621,9 @@ def _read_catalog(folder: Path) -> tuple[list[Any], dict[str, pa.Table]]:
         tables = {name: cat.table_arrow(name) for name in CATALOG_VIEWS}
     finally:
         cat.close()
+    for prefix, path in rank_catalogs(folder):  # the other ranks' shards of a multi-process run
+        with Catalog.open(path, readonly=True) as rank_catalog:
+            shards += [replace(s, path=prefix + s.path) for s in rank_catalog.active_shards()]
     return shards, tables
 
 

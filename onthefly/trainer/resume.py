@@ -1,9 +1,13 @@
 """Finding and applying the checkpoint a fit resumes from.
 
 ``resume_from`` may be a checkpoint id (``ck-…``), ``"<session>/<run>"``
-(that run's latest checkpoint; the run by id or name), or a path to a
-``.safetensors`` checkpoint file. The checkpoint is read completely before the
-new session opens, so the clean-up of earlier sessions cannot take it away.
+(that run's latest checkpoint; the run by id or name), a path to a
+``.safetensors`` checkpoint file, or a session bundle: ``"FILE.zip"`` (the
+latest checkpoint of the bundle's last run that has one) or
+``"FILE.zip#<run>"`` (that run, by id or name). A bundle is imported into the
+store first (pinned, so later clean-ups keep it; importing it again finds it
+there). The checkpoint is read completely before the new session opens, so the
+clean-up of earlier sessions cannot take it away.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from ..store.catalog import Catalog
 from ..store.checkpoints import CheckpointData, load_checkpoint
 from ..store.lifecycle import Store
 
-__all__ = ["ResumePoint", "locate_checkpoint", "apply_checkpoint"]
+__all__ = ["ResumePoint", "locate_checkpoint", "apply_checkpoint", "bundle_reference"]
 
 
 @dataclass(frozen=True)
@@ -36,13 +40,12 @@ def locate_checkpoint(resume_from: str | os.PathLike[str], *, store: Store) -> R
 
     Raises:
         ConfigError: when the reference matches nothing, with what exists.
+        BundleError: a bundle that cannot be imported (malformed, hostile, newer format).
     """
     ref = os.fspath(resume_from)
-    if ref.endswith(".zip"):
-        raise ConfigError(
-            f"resume_from={ref!r} is a session bundle: import it with `onthefly import {ref}` and resume from "
-            "'<session>/<run>' of the imported session"
-        )
+    bundle = bundle_reference(ref)
+    if bundle is not None:
+        return _from_bundle(*bundle, store)
     path = Path(ref)
     if ref.endswith(".safetensors") or (path.is_file() and not ref.startswith("ck-")):
         if not path.is_file():
@@ -58,6 +61,38 @@ def locate_checkpoint(resume_from: str | os.PathLike[str], *, store: Store) -> R
         f"resume_from={ref!r} is not a checkpoint id ('ck-…'), a '<session>/<run>' reference or a .safetensors path; "
         "`onthefly ls` lists sessions and runs"
     )
+
+
+def bundle_reference(ref: str) -> tuple[str, str | None] | None:
+    """Split ``"FILE.zip"`` or ``"FILE.zip#<run>"`` into ``(file, run)``; None for other references.
+
+    Example:
+        >>> bundle_reference("runs/mnist.zip#baseline"), bundle_reference("ck-1a2b")
+        (('runs/mnist.zip', 'baseline'), None)
+    """
+    if ref.lower().endswith(".zip"):
+        return ref, None
+    cut = ref.lower().rfind(".zip#")
+    if cut < 0:
+        return None
+    return ref[: cut + 4], ref[cut + 5 :] or None
+
+
+def _from_bundle(bundle: str, run_ref: str | None, store: Store) -> ResumePoint:
+    from ..store.bundle import import_bundle
+
+    entry = import_bundle(bundle, store=store)
+    if run_ref is not None:
+        return _by_run(entry.id, run_ref, store)
+    with Catalog.open(entry.dir / "catalog.sqlite", readonly=True) as catalog:
+        with_checkpoint = [run for run in catalog.runs() if catalog.latest_checkpoint(run.id) is not None]
+        if not with_checkpoint:
+            raise ConfigError(
+                f"resume_from={bundle!r}: no run of the bundle's session {entry.id} has a checkpoint, "
+                "so there is nothing to resume; export the session again after a checkpoint was saved"
+            )
+        run = with_checkpoint[-1]
+        return _read(catalog, entry.dir, catalog.latest_checkpoint(run.id).id, entry.id)
 
 
 def _read(catalog: Catalog, session_dir: Path, checkpoint_id: str, session_id: str) -> ResumePoint:

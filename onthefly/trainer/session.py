@@ -129,6 +129,24 @@ class SessionHandle:
                 name=name, path=path, format=format, root=Path(os.getcwd()),
             )
 
+    def export(self, *, path: str) -> dict[str, Any]:
+        """Write the whole session (catalog, shards, checkpoints) to a ``.zip`` bundle at ``path``.
+
+        While a model is being trained, the current run first gets a fresh
+        checkpoint with optimizer state (other runs keep their latest); the
+        training thread waits only for that checkpoint, a flush and a cheap
+        staging step (hard links), and the zip is written on the calling
+        thread. Returns ``{path, bytes, session, runs, files}``.
+        """
+        from ..store.bundle import snapshot_session, write_bundle
+
+        t = self._trainer
+        checkpoint = (lambda: t._save_checkpoint("export")) if t._fit is not None and t._fitting else None
+        snapshot = self._on_training_thread(
+            "export", lambda: snapshot_session(t._require_store(), checkpoint=checkpoint)
+        )
+        return write_bundle(snapshot, path=path)
+
     # -- for the dashboard link -------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         """What a (re)connecting dashboard gets first: the state and the runs."""
