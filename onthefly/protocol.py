@@ -344,6 +344,19 @@ METHODS: dict[str, MethodSpec] = {
             training_thread=False,
             doc="Write the rows of a slice to a file.",
         ),
+        MethodSpec(
+            "export",
+            params=(_req("path", "string", "the .zip bundle to write"),),
+            result=(
+                _req("path", "string", "absolute"),
+                _req("bytes", "integer"),
+                _req("session", "string"),
+                _req("runs", "integer"),
+                _req("files", "integer"),
+            ),
+            training_thread=True,
+            doc="Write the whole session to a .zip bundle (docs/bundle-format.md).",
+        ),
     )
 }
 

@@ -203,6 +203,12 @@ const methodList: MethodSpec[] = [
     result: [req('path', 'string'), req('rows', 'integer'), req('bytes', 'integer')],
     trainingThread: false,
   },
+  {
+    name: 'export',
+    params: [req('path', 'string')],
+    result: [req('path', 'string'), req('bytes', 'integer'), req('session', 'string'), req('runs', 'integer'), req('files', 'integer')],
+    trainingThread: true,
+  },
 ];
 
 const notificationList: NotificationSpec[] = [

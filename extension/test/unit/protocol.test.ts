@@ -134,8 +134,8 @@ describe('payload checks', () => {
     assert.match(checkNotification('nope', {})[0], /unknown notification/);
     assert.deepEqual(checkResult('pause', { state: 'paused' }), []);
   });
-  it('list every method and notification of the issue', () => {
-    assert.deepEqual(Object.keys(METHODS), ['status', 'pause', 'resume', 'stop', 'test', 'checkpoint', 'query', 'report', 'slice', 'export_slice']);
+  it('list every method and notification of the protocol', () => {
+    assert.deepEqual(Object.keys(METHODS), ['status', 'pause', 'resume', 'stop', 'test', 'checkpoint', 'query', 'report', 'slice', 'export_slice', 'export']);
     assert.deepEqual(Object.keys(NOTIFICATIONS), ['state', 'run', 'steps', 'epoch', 'test', 'checkpoint', 'log', 'error']);
   });
 });
