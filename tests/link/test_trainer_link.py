@@ -63,6 +63,10 @@ def test_a_dashboard_steers_a_real_training_process(trainer_process, tmp_path):
         conn.request("query", {"sql": "COPY (SELECT 1) TO 'x.csv'"})
     assert refused.value.code < 0
 
+    exported = conn.request("export", {"path": str(tmp_path / "live.zip")}, timeout=120)
+    assert exported["path"] == str(tmp_path / "live.zip") and exported["runs"] == 1 and exported["files"] > 3
+    assert (tmp_path / "live.zip").stat().st_size == exported["bytes"]
+
     # The dashboard goes away mid-run and a new one on the same port picks the run up again.
     port = dash.port
     dash.close()
