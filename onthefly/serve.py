@@ -29,13 +29,14 @@ from onthefly._version import __version__
 from onthefly.errors import OnTheFlyError, StoreError
 from onthefly.store.catalog import Catalog
 from onthefly.store.lifecycle import CATALOG, LOCK, Store
+from onthefly.store.operations import DataOperations
 
 __all__ = ["ServedSession", "open_served", "serve"]
 
 SERVED_STATE = "finished"
 
 
-class ServedSession:
+class ServedSession(DataOperations):
     """The session handle of a session no training process owns (read-only but for slices).
 
     Args:
@@ -72,6 +73,7 @@ class ServedSession:
         self.project = info.project if info is not None else "?"
         self.origin = info.origin if info is not None else "new"
         self._lock = threading.Lock()  # one DuckDB connection, used by one link worker at a time
+        self._data_lock = self._lock
         self._con: Any = None
         self._catalog: Catalog | None = None
         self._closed = False
@@ -139,57 +141,7 @@ class ServedSession:
             f"nothing here: to train further, resume it in Python with resume_from='{self.id}/<run>'"
         )
 
-    # -- data -----------------------------------------------------------------------
-    def query(
-        self, sql: str, params: list | dict | None = None, *, limit: int = 10_000, format: str = "rows"
-    ) -> dict[str, Any]:
-        """Read-only SQL over the session's views (as ``trainer.session.query``)."""
-        from onthefly.store.query import run_query
-
-        with self._lock:
-            return run_query(self._connection(), sql, params, limit=limit, format=format)
-
-    def report(
-        self, *, run: str | None = None, split: str = "train", epoch: int | None = None, k: int = 20
-    ) -> dict[str, Any]:
-        """The per-sample loss distribution of one pass (as ``trainer.session.report``)."""
-        from onthefly.store.reports import report
-
-        with self._lock:
-            return report(self._connection(), run=run, split=split, epoch=epoch, k=k)
-
-    def slice(
-        self,
-        *,
-        name: str,
-        run: str | None = None,
-        split: str = "train",
-        epoch: int | None = None,
-        loss_min: float | None = None,
-        loss_max: float | None = None,
-        q_min: float | None = None,
-        q_max: float | None = None,
-        ids: list[int] | None = None,
-        replace: bool = False,
-    ) -> dict[str, Any]:
-        """Save a named slice in the session's catalog (the one write a served session takes)."""
-        from onthefly.store.reports import select_slice
-
-        with self._lock:
-            return select_slice(
-                self._connection(), self._writable(), name=name, run=run, split=split, epoch=epoch,
-                loss_min=loss_min, loss_max=loss_max, q_min=q_min, q_max=q_max, ids=ids, replace=replace,
-            )  # fmt: skip
-
-    def export_slice(self, *, name: str, path: str, format: str = "csv") -> dict[str, Any]:
-        """Write a slice's rows to a file inside the working directory."""
-        from onthefly.store.reports import export_slice
-
-        with self._lock:
-            return export_slice(
-                self._connection(), self._writable(), name=name, path=path, format=format, root=Path(os.getcwd())
-            )
-
+    # -- data: query, report, slice and export_slice come from DataOperations --------------
     def export(self, *, path: str) -> dict[str, Any]:
         """Write the session to a ``.zip`` bundle at ``path`` (``{path, bytes, session, runs, files}``)."""
         from onthefly.store.bundle import export_session
@@ -226,7 +178,7 @@ class ServedSession:
             refresh(self._con, self.dir)
         return self._con
 
-    def _writable(self) -> Catalog:
+    def _writable_catalog(self) -> Catalog:
         if self._catalog is None:
             self._catalog = Catalog.open(self.dir / CATALOG)
         return self._catalog

@@ -33,7 +33,6 @@ import io
 import math
 import os
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -512,42 +511,10 @@ class LightningSession(TrainingSession):
         return super()._require_store()
 
     def _ranked_boundary(self) -> bool:
-        """The batch boundary on several processes: rank 0 decides, every rank follows. True: stop now."""
+        stop = super()._ranked_boundary()
         if not self._dist.leader:
-            code, _ = self._follow()
-            self._leader_stop = self._leader_stop or code == dist.STOP
-            return code == dist.STOP
-        control = self._control
-        self._leading = True
-        try:
-            control.service()
-            if control.pause_requested and not control.stop_requested:
-                self._record_pause("paused")
-                control.set_state("paused")
-                while control.pause_requested and not control.stop_requested:
-                    deadline = time.monotonic() + _HEARTBEAT
-                    control.wait_while_paused(keep_waiting=lambda until=deadline: time.monotonic() < until)
-                    if control.pause_requested and not control.stop_requested:
-                        self._coll.command(dist.HOLD)  # the other ranks keep waiting
-                if not control.stop_requested:
-                    self._record_pause("running")
-                    control.set_state("running")
-        finally:
-            self._leading = False
-        stop = control.stop_requested
-        self._coll.command(dist.STOP if stop else dist.GO)
+            self._leader_stop = self._leader_stop or stop
         return stop
-
-    def _follow(self) -> tuple[int, int]:
-        """Ranks other than 0: do what rank 0 says until it says go on (GO) or stop (STOP)."""
-        while True:
-            code, arg = self._coll.command()
-            if code in (dist.GO, dist.STOP):
-                return code, arg
-            if code == dist.TEST:
-                self._run_test("test" if arg == 0 else "val")
-            elif code == dist.CHECKPOINT:
-                self._save_checkpoint("manual")
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         """Several processes: the end-of-run test and the final checkpoint, while the ranks are together."""
@@ -575,7 +542,6 @@ class LightningSession(TrainingSession):
             self.close()
 
 
-_HEARTBEAT = 5.0  # seconds between the words rank 0 sends the other ranks while paused
 
 
 def _own_rng(rng: dict, info: dist.DistInfo | None) -> dict:

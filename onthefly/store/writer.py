@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 
 from onthefly.errors import ConfigError, CorruptFileError, MissingFileError, OnTheFlyError, StoreError
 from onthefly.store.records import EpochSummary, ShardInfo
+from onthefly.store.handoff import Handoff
 from onthefly.store.schema import SAMPLES_SCHEMA, concat_sorted, sorted_samples_table, steps_table
 from onthefly.store.summaries import accuracy, summarize_losses
 
@@ -208,7 +209,7 @@ class ShardWriter:
         self._interval = float(flush_interval)
         self._grace = float(retire_grace)
         self._on_summary = on_summary
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._queue = Handoff(max_queue)
         self._closed = False
         self._names_ok: set[tuple[str, str]] = set()
         self._lock = threading.Lock()  # guards _pending and the error count
@@ -416,11 +417,10 @@ class ShardWriter:
             raise StoreError(f"the shard writer of {self._dir} is closed: create a new ShardWriter to log more rows")
 
     def _put(self, item: tuple) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
+        urgent = item[0] not in ("samples", "steps")  # flush, end_pass, close: the caller waits for them
+        if not self._queue.put(item, urgent=urgent, timeout=0):
             start = time.perf_counter()
-            while not self._put_within(item, 0.1):
+            while not self._queue.put(item, urgent=urgent, timeout=0.1):
                 if not self._thread.is_alive():
                     raise StoreError(
                         f"the shard writer thread of {self._dir} has stopped: close it and open a new one"
@@ -429,13 +429,6 @@ class ShardWriter:
         size = self._queue.qsize()
         if size > self._stats["queue_high_water"]:
             self._stats["queue_high_water"] = size
-
-    def _put_within(self, item: tuple, seconds: float) -> bool:
-        try:
-            self._queue.put(item, timeout=seconds)
-        except queue.Full:
-            return False
-        return True
 
     def _wait(self, what: str, timeout: float | None) -> None:
         future: concurrent.futures.Future = concurrent.futures.Future()
@@ -463,16 +456,11 @@ class ShardWriter:
     def _run(self) -> None:
         stop = False
         while not stop:
-            items: list[tuple] = []
             now = time.monotonic()
             waiting = [b.since for b in (*self._samples.values(), *self._steps.values())]
             deadline = min(waiting) + self._interval if waiting else now + _GC_EVERY
-            try:
-                items.append(self._queue.get(timeout=max(0.0, min(deadline, self._next_gc) - now)))
-                while len(items) < _DRAIN:  # take what is queued: one deadline check per batch
-                    items.append(self._queue.get_nowait())
-            except queue.Empty:
-                pass
+            # Drains on its own clock: a log_samples call does not wake this thread.
+            items = self._queue.get_batch(max(0.0, min(deadline, self._next_gc) - now), _DRAIN)
             for item in items:
                 try:
                     stop = self._collect(item) or stop
@@ -798,8 +786,23 @@ def _samples_part(key: tuple[str, str, int], buf: _Buffer) -> pa.Table:
 
 
 def _steps_part(run_id: str, buf: _Buffer) -> pa.Table:
-    tables = [steps_table(run_id=run_id, columns=cols) for _, cols, _ in buf.batches]
-    return pa.concat_tables(tables, promote_options="default")
+    # One table from the merged columns: a table per logged batch costs ~100x more
+    # when the trainer logs one row a step.
+    total = sum(n for _, _, n in buf.batches)
+    merged: dict[str, list] = {}
+    done = 0
+    for _, cols, n in buf.batches:
+        for name, values in cols.items():
+            column = merged.get(name)
+            if column is None:
+                column = merged[name] = [None] * done
+            column.extend(values.tolist() if isinstance(values, np.ndarray) else values)
+        done += n
+        for column in merged.values():
+            if len(column) < done:
+                column.extend([None] * (done - len(column)))
+    assert done == total
+    return steps_table(run_id=run_id, columns=merged)
 
 
 def _sorted(tables: list[pa.Table], column: str) -> pa.Table:

@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any
 
+from .. import distributed as dist
 from .._version import __version__
 from ..store.lifecycle import SessionStore, Store
 from .console import Console
@@ -26,6 +27,8 @@ from .control import Controller
 from .session import SessionHandle
 
 __all__ = ["TrainingSession", "Position"]
+
+_HEARTBEAT = 5.0  # seconds between the words rank 0 sends the other ranks while paused
 
 
 class Position:
@@ -114,6 +117,47 @@ class TrainingSession:
                 self._record_pause("running")
                 control.set_state("running")
         return control.stop_requested
+
+    def _ranked_boundary(self) -> bool:
+        """The batch boundary on several processes: rank 0 decides, every rank follows.
+
+        Needs ``self._dist`` (``distributed.detect()``), ``self._coll`` (its
+        ``Collective``) and ``self._leading``. True means stop now.
+        """
+        if not self._dist.leader:
+            code, _ = self._follow()
+            return code == dist.STOP
+        control = self._control
+        self._leading = True
+        try:
+            control.service()
+            if control.pause_requested and not control.stop_requested:
+                self._record_pause("paused")
+                control.set_state("paused")
+                while control.pause_requested and not control.stop_requested:
+                    deadline = time.monotonic() + _HEARTBEAT
+                    control.wait_while_paused(keep_waiting=lambda until=deadline: time.monotonic() < until)
+                    if control.pause_requested and not control.stop_requested:
+                        self._coll.command(dist.HOLD)  # the other ranks keep waiting
+                if not control.stop_requested:
+                    self._record_pause("running")
+                    control.set_state("running")
+        finally:
+            self._leading = False
+        stop = control.stop_requested
+        self._coll.command(dist.STOP if stop else dist.GO)
+        return stop
+
+    def _follow(self) -> tuple[int, int]:
+        """Ranks other than 0: do what rank 0 says until it says go on (GO) or stop (STOP)."""
+        while True:
+            code, arg = self._coll.command()
+            if code in (dist.GO, dist.STOP):
+                return code, arg
+            if code == dist.TEST:
+                self._run_test("test" if arg == 0 else "val")
+            elif code == dist.CHECKPOINT:
+                self._save_checkpoint("manual")
 
     def _record_pause(self, status: str) -> None:
         pos = self._position()

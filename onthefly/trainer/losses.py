@@ -324,6 +324,8 @@ def _reduce_unreduced(
     """Return (backward scalar, per-sample) from a module's unreduced values."""
     reduction = module.reduction
     mask = _kept_positions(module, value, target)
+    if mask is not None and getattr(module, "weight", None) is None and bool(mask.all()):
+        mask = None  # nothing ignored, no class weights: the plain mean is the module's own reduction
     if mask is not None and value.ndim == 1:
         per_sample = value.detach().float().masked_fill(~mask, math.nan)  # an ignored sample has no loss
     elif mask is not None:

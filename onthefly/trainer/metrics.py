@@ -24,6 +24,10 @@ def total_grad_norm(parameters: Iterable[torch.Tensor]) -> torch.Tensor | None:
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return None
+    first = grads[0]
+    if all(g.device == first.device and g.dtype == first.dtype and not g.is_sparse for g in grads):
+        # The common case, without get_total_norm's per-call grouping (a third of the cost on small models).
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
     get_total_norm = getattr(torch.nn.utils, "get_total_norm", None)
     if get_total_norm is not None:
         return get_total_norm(grads, norm_type=2.0)

@@ -10,12 +10,11 @@ rest answer on the caller's thread.
 
 from __future__ import annotations
 
-import os
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, OnTheFlyError
+from ..store.operations import DataOperations
 
 if TYPE_CHECKING:  # pragma: no cover
     from .trainer import Trainer
@@ -25,12 +24,12 @@ __all__ = ["SessionHandle"]
 _OP_TIMEOUT = 600.0
 
 
-class SessionHandle:
+class SessionHandle(DataOperations):
     """Control and inspect one training session."""
 
     def __init__(self, trainer: "Trainer") -> None:
         self._trainer = trainer
-        self._query_lock = threading.Lock()
+        self._data_lock = threading.Lock()
         self._con = None
 
     # -- control ---------------------------------------------------------------
@@ -78,57 +77,7 @@ class SessionHandle:
         """Save model, optimizer, scheduler, scaler, RNG and data position now."""
         return self._on_training_thread("checkpoint", lambda: self._trainer._save_checkpoint("manual"))
 
-    # -- data ------------------------------------------------------------------
-    def query(self, sql: str, params: list | dict | None = None, *, limit: int = 10_000, format: str = "rows") -> dict[str, Any]:
-        """Read-only SQL over this session's views (samples, steps, runs, ...)."""
-        from ..store.query import run_query
-
-        with self._query_lock:
-            con = self._connection()
-            return run_query(con, sql, params, limit=limit, format=format)
-
-    def report(self, *, run: str | None = None, split: str = "train", epoch: int | None = None, k: int = 20) -> dict[str, Any]:
-        """The per-sample loss distribution of one pass: histogram, quantiles, hardest samples."""
-        from ..store.reports import report
-
-        with self._query_lock:
-            return report(self._connection(), run=run, split=split, epoch=epoch, k=k)
-
-    def slice(
-        self,
-        *,
-        name: str,
-        run: str | None = None,
-        split: str = "train",
-        epoch: int | None = None,
-        loss_min: float | None = None,
-        loss_max: float | None = None,
-        q_min: float | None = None,
-        q_max: float | None = None,
-        ids: list[int] | None = None,
-        replace: bool = False,
-    ) -> dict[str, Any]:
-        """Save the samples in a loss range, quantile range or id set as a named slice."""
-        from ..store.reports import select_slice
-
-        with self._query_lock:
-            return select_slice(
-                self._connection(),
-                self._trainer._require_store().catalog,
-                name=name, run=run, split=split, epoch=epoch, loss_min=loss_min, loss_max=loss_max,
-                q_min=q_min, q_max=q_max, ids=ids, replace=replace,
-            )
-
-    def export_slice(self, *, name: str, path: str, format: str = "csv") -> dict[str, Any]:
-        """Write a slice's rows to CSV, Parquet or JSON at ``path`` (inside the working directory)."""
-        from ..store.reports import export_slice
-
-        with self._query_lock:
-            return export_slice(
-                self._connection(), self._trainer._require_store().catalog,
-                name=name, path=path, format=format, root=Path(os.getcwd()),
-            )
-
+    # -- data (query, report, slice, export_slice: DataOperations) --------------
     def export(self, *, path: str) -> dict[str, Any]:
         """Write the whole session (catalog, shards, checkpoints) to a ``.zip`` bundle at ``path``.
 
@@ -141,7 +90,7 @@ class SessionHandle:
         from ..store.bundle import snapshot_session, write_bundle
 
         t = self._trainer
-        checkpoint = (lambda: t._save_checkpoint("export")) if t._fit is not None and t._fitting else None
+        checkpoint = (lambda: t._save_checkpoint("export")) if t._fitting and t._position().run_id else None
         snapshot = self._on_training_thread(
             "export", lambda: snapshot_session(t._require_store(), checkpoint=checkpoint)
         )
@@ -153,6 +102,9 @@ class SessionHandle:
         return {"state": self.status(), "runs": self._trainer._runs_payload()}
 
     # -- internals ---------------------------------------------------------------
+    def _writable_catalog(self):
+        return self._trainer._require_store().catalog
+
     def _connection(self):
         from ..store.query import connect, refresh
 

@@ -13,7 +13,6 @@ import concurrent.futures
 import io
 import math
 import os
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -408,14 +407,15 @@ class Trainer(TrainingSession):
                     output = call_model(fit.model, inputs)
                     result = fit.loss(output, target, batch_size=len(sample_ids))
             loss = result.loss
-            local_finite = finite = bool(torch.isfinite(loss))  # CPU-GPU sync here, once a batch
+            value = float(loss.detach())  # CPU-GPU sync here, once a batch
+            local_finite = finite = math.isfinite(value)
             if self._coll is not None:  # every rank skips the backward together, or none does
                 finite = self._coll.all_true(local_finite)
                 skipped_elsewhere = skipped_elsewhere or (local_finite and not finite)
             if finite:
-                scaled = loss / accumulate
+                scaled = loss / accumulate if accumulate > 1 else loss
                 (fit.scaler.scale(scaled) if fit.scaler is not None else scaled).backward()
-                losses.append(float(loss.detach()))
+                losses.append(value)
             elif not local_finite:
                 bad_ids.extend(int(i) for i in sample_ids)
             fields = (classification_fields(output, target, kind=fit.kind) if fit.kind else None) or {}
@@ -570,40 +570,7 @@ class Trainer(TrainingSession):
         """The batch boundary; on several processes rank 0 decides and every rank follows."""
         if self._dist is None:
             return super()._boundary()
-        if not self._dist.leader:
-            code, _ = self._follow()
-            return code == dist.STOP
-        control = self._control
-        self._leading = True
-        try:
-            control.service()
-            if control.pause_requested and not control.stop_requested:
-                self._record_pause("paused")
-                control.set_state("paused")
-                while control.pause_requested and not control.stop_requested:
-                    deadline = time.monotonic() + _HEARTBEAT
-                    control.wait_while_paused(keep_waiting=lambda until=deadline: time.monotonic() < until)
-                    if control.pause_requested and not control.stop_requested:
-                        self._coll.command(dist.HOLD)  # the other ranks keep waiting
-                if not control.stop_requested:
-                    self._record_pause("running")
-                    control.set_state("running")
-        finally:
-            self._leading = False
-        stop = control.stop_requested
-        self._coll.command(dist.STOP if stop else dist.GO)
-        return stop
-
-    def _follow(self) -> tuple[int, int]:
-        """Ranks other than 0: do what rank 0 says until it says go on (GO) or stop (STOP)."""
-        while True:
-            code, arg = self._coll.command()
-            if code in (dist.GO, dist.STOP):
-                return code, arg
-            if code == dist.TEST:
-                self._run_test("test" if arg == 0 else "val")
-            elif code == dist.CHECKPOINT:
-                self._save_checkpoint("manual")
+        return self._ranked_boundary()
 
     def _wait_for_more_work(self) -> int:
         if self._dist is None:
@@ -626,7 +593,6 @@ class Trainer(TrainingSession):
         return Position(fit.run_id, fit.step, fit.epoch, fit.max_epochs)
 
 
-_HEARTBEAT = 5.0  # seconds between the words rank 0 sends the other ranks while paused
 
 
 def _unpadded(batch: int, *, seen: int, recorded: int | None) -> int:
