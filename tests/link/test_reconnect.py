@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 
 import pytest
 
@@ -13,10 +12,6 @@ from onthefly.protocol import DEFAULT_PORT, PORT_ENV
 
 from .dashboard import DashboardServer, dash, link_env, make_link, wait_until  # noqa: F401  (fixtures)
 from .handle import CounterHandle
-
-
-def link_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("onthefly-link-") and t.is_alive()]
 
 
 def test_a_dashboard_killed_mid_run_and_a_new_one_on_the_same_port_gets_the_snapshot(link_env, make_link):
@@ -95,9 +90,11 @@ def test_close_stops_every_thread_whether_connected_or_still_trying(dash, make_l
     dash.accept()
     trying = make_link(port=1)  # nothing listens there
     wait_until(lambda: connected.link.connected, what="link.connected")
+    mine = [*connected.link._threads.values(), *trying.link._threads.values()]  # other tests' links may live on
+    assert len(mine) == 2 * len(connected.link._threads) and all(t.name.startswith("onthefly-link-") for t in mine)
     connected.link.close()
     trying.link.close()
-    wait_until(lambda: not link_threads(), what="the link threads to end")
+    wait_until(lambda: not [t for t in mine if t.is_alive()], what="the link threads to end")
     with pytest.raises(ConfigError, match="closed: create a new one"):
         trying.link.start()
 
