@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 from onthefly.errors import MissingFileError, StoreError
+from onthefly.store.durable import fsync_folder
 
 __all__ = [
     "STAGING_DIRNAME",
@@ -104,14 +105,3 @@ def link_or_copy(source: Path, target: Path) -> None:
     except OSError:
         pass  # links not allowed here (another device, a file system without them): copy
     shutil.copyfile(source, target)
-
-
-def fsync_folder(folder: Path) -> None:
-    """Make renames inside ``folder`` durable (a no-op where folders cannot be opened)."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

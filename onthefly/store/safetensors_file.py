@@ -33,6 +33,7 @@ from onthefly.errors import (
     MissingFileError,
     StoreError,
 )
+from onthefly.store.durable import fsync_folder
 
 __all__ = ["FORMAT_VERSION", "PARTIAL_SUFFIX", "write_checkpoint_file", "read_checkpoint_file"]
 
@@ -193,7 +194,7 @@ def _write_atomic(path: Path, chunks: list[Any]) -> tuple[int, str]:
                 "the previous checkpoints are intact"
             ) from exc
         raise
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
     return size, digest
 
 
@@ -203,16 +204,6 @@ def _write_all(file: Any, chunk: Any) -> int:
     while done < len(view):
         done += file.write(view[done:])
     return done
-
-
-def _fsync_folder(folder: Path) -> None:
-    if not hasattr(os, "O_DIRECTORY"):  # Windows: a rename is durable without it
-        return
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read(file: Any, path: Path, sha256: str | None) -> tuple[Any, dict[str, torch.Tensor]]:
