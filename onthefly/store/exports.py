@@ -21,6 +21,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from onthefly.errors import ConfigError
+from onthefly.store.durable import fsync_folder
 from onthefly.store.query import json_rows
 
 __all__ = ["EXPORT_FORMATS", "export_target", "write_rows", "join_extra_columns"]
@@ -96,7 +97,7 @@ def write_rows(table: pa.Table, path: str | os.PathLike[str], *, format: str) ->
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(target.parent)
+    fsync_folder(target.parent)
     return target.stat().st_size
 
 
@@ -134,13 +135,3 @@ def join_extra_columns(rows: pa.Table, extra: pa.Table) -> pa.Table:
     numbered = rows.append_column(order, pa.array(np.arange(rows.num_rows, dtype=np.int64)))
     joined = numbered.join(extra, keys="sample_id", join_type="left outer")
     return joined.sort_by(order).drop_columns([order])
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -38,10 +38,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from onthefly.errors import ConfigError, CorruptFileError, MissingFileError, OnTheFlyError, StoreError
-from onthefly.store.records import EpochSummary, ShardInfo
+from onthefly.errors import (
+    ConfigError,
+    CorruptFileError,
+    MissingFileError,
+    OnTheFlyError,
+    StoreError,
+)
+from onthefly.store.durable import fsync_folder
 from onthefly.store.handoff import Handoff
-from onthefly.store.schema import SAMPLES_SCHEMA, concat_sorted, sorted_samples_table, steps_table
+from onthefly.store.records import EpochSummary, ShardInfo
+from onthefly.store.schema import (
+    SAMPLES_SCHEMA,
+    concat_sorted,
+    sorted_samples_table,
+    steps_table,
+)
 from onthefly.store.summaries import accuracy, summarize_losses
 
 if TYPE_CHECKING:
@@ -841,11 +853,7 @@ def _write_parquet(table: pa.Table, final: Path, *, sorted_by: str | None) -> in
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_folder(final.parent)
     return final.stat().st_size
 
 
