@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from .errors import ConfigError
 from .store.catalog import Catalog
-from .store.query import RANKS_DIR, rank_catalogs
+from .store.ranks import RANKS_DIR, rank_catalogs
 from .store.records import EpochSummary
 from .store.schema import SAMPLES_SCHEMA
 from .store.writer import ShardWriter, _pass_summary, _read_parquet

@@ -47,9 +47,16 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from onthefly.errors import ConfigError, CorruptFileError, MissingFileError, QueryError, StoreError
+from onthefly.errors import (
+    ConfigError,
+    CorruptFileError,
+    MissingFileError,
+    QueryError,
+    StoreError,
+)
 from onthefly.store.catalog import Catalog
 from onthefly.store.lifecycle import Store
+from onthefly.store.ranks import RANKS_DIR, rank_catalogs
 from onthefly.store.schema import SAMPLES_SCHEMA, STEPS_SCHEMA
 
 __all__ = [
@@ -89,8 +96,6 @@ VIEWS = (*SHARD_VIEWS, *CATALOG_VIEWS)
 """Every view a reader connection holds."""
 
 CATALOG_FILE = "catalog.sqlite"
-RANKS_DIR = "ranks"
-"""Folder of a multi-process session holding one folder per rank > 0 (its catalog and shards)."""
 RESULT_FORMATS = ("rows", "arrow")
 
 _SHARD_SCHEMAS = {"samples": SAMPLES_SCHEMA, "steps": STEPS_SCHEMA}
@@ -572,24 +577,6 @@ def _checked_session_dir(session_dir: str | os.PathLike[str]) -> Path:
 
 def _allowed_directories(folder: Path) -> list[str]:
     return [str(folder / kind) + os.sep for kind in SHARD_VIEWS] + [str(folder / RANKS_DIR) + os.sep]
-
-
-def rank_catalogs(session_dir: str | os.PathLike[str]) -> list[tuple[str, Path]]:
-    """``(prefix, catalog path)`` of each rank folder of a multi-process session, in rank order.
-
-    Ranks other than 0 list their shards in ``ranks/<r>/catalog.sqlite``, with
-    paths relative to their rank folder; the prefix (``ranks/<r>/``) makes them
-    relative to the session folder. A single-process session has none.
-
-    Example:
-        >>> rank_catalogs(session_dir)  # doctest: +SKIP
-        [('ranks/1/', PosixPath('.../ranks/1/catalog.sqlite'))]
-    """
-    base = Path(session_dir) / RANKS_DIR
-    if not base.is_dir():
-        return []
-    found = [p for p in base.iterdir() if p.name.isdigit() and (p / CATALOG_FILE).is_file()]
-    return [(f"{RANKS_DIR}/{p.name}/", p / CATALOG_FILE) for p in sorted(found, key=lambda p: int(p.name))]
 
 
 def _shard_files(folder: Path, kind: str, relative_paths: list[str]) -> list[str]:
