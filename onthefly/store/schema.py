@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from onthefly.errors import ConfigError
+from onthefly.store.arrow_numpy import FIXED_WIDTH, from_numpy, from_values, repeated_string, take, to_numpy
 
 __all__ = [
     "SAMPLES_SCHEMA",
@@ -164,9 +165,9 @@ def samples_table(
     """
     n = len(step)
     arrays = [
-        pa.repeat(pa.scalar(run_id, pa.string()), n),
-        pa.repeat(pa.scalar(split, pa.string()), n),
-        pa.array(np.full(n, epoch, dtype=np.int32)),
+        repeated_string(run_id, n),
+        repeated_string(split, n),
+        from_numpy(np.full(n, epoch, dtype=np.int32), pa.int32()),
         _typed(np.asarray(step), pa.int64(), "step", n),
     ]
     for name in SAMPLES_SCHEMA.names[4:]:
@@ -207,7 +208,7 @@ def steps_table(*, run_id: str, columns: Mapping[str, Any]) -> pa.Table:
     n = len(columns["step"])
     extra = [name for name in columns if name not in STEPS_SCHEMA.names]
     schema = steps_schema(extra)
-    arrays = [pa.repeat(pa.scalar(run_id, pa.string()), n)]
+    arrays = [repeated_string(run_id, n)]
     for field in list(schema)[1:]:
         value = columns.get(field.name)
         if value is None:
@@ -263,7 +264,7 @@ def sorted_samples_table(
         else:  # logged in some steps only: nulls where it was not
             values = np.concatenate([np.zeros(n, dtype) if p is None else p for p, (_, _, n) in zip(parts, batches)])
             mask = np.concatenate([np.full(n, p is None) for p, (_, _, n) in zip(parts, batches)])
-            columns[name] = pa.array(values.astype(dtype, copy=False)[order], mask=mask[order])
+            columns[name] = from_numpy(values[order], SAMPLES_SCHEMA.field(name).type, mask[order])
     return samples_table(run_id=run_id, split=split, epoch=epoch, step=steps[order], columns=columns)
 
 
@@ -320,12 +321,16 @@ def concat_sorted(tables: Sequence[pa.Table], column: str, *, constant: Sequence
         {'step': [1, 2, 3], 'acc': [None, 0.5, None]}
     """
     table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
-    order = pa.array(np.argsort(table.column(column).to_numpy(), kind="stable"))
-    arrays = [
-        table.column(name) if name in constant else table.column(name).combine_chunks().take(order)
-        for name in table.column_names
-    ]
+    order = np.argsort(to_numpy(table.column(column)), kind="stable")
+    arrays = [table.column(name) if name in constant else _take(table.column(name), order)
+              for name in table.column_names]
     return pa.Table.from_arrays(arrays, schema=table.schema)
+
+
+def _take(column: pa.ChunkedArray, order: np.ndarray) -> pa.Array:
+    if column.type in FIXED_WIDTH:
+        return take(column, order)
+    return column.combine_chunks().take(pa.array(order))
 
 
 def _typed(value: Any, type_: pa.DataType, name: str, n: int) -> pa.Array:
@@ -334,11 +339,11 @@ def _typed(value: Any, type_: pa.DataType, name: str, n: int) -> pa.Array:
     if isinstance(value, pa.Array):
         array = value if value.type == type_ else value.cast(type_)
     elif isinstance(value, np.ndarray):
-        array = pa.array(value.astype(type_.to_pandas_dtype(), copy=False))
+        array = from_numpy(value, type_)
     else:
         try:
-            array = pa.array(value, type=type_)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            array = from_values(value, type_)
+        except (TypeError, ValueError) as exc:
             raise ConfigError(
                 f"column {name!r} holds a value that is not a {type_} ({exc}): log plain numbers or None"
             ) from exc

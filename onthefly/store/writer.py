@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from onthefly.errors import (
@@ -45,6 +44,7 @@ from onthefly.errors import (
     OnTheFlyError,
     StoreError,
 )
+from onthefly.store.arrow_numpy import to_numpy, values_and_mask
 from onthefly.store.durable import fsync_folder
 from onthefly.store.handoff import Handoff
 from onthefly.store.records import EpochSummary, ShardInfo
@@ -672,10 +672,11 @@ class ShardWriter:
                 "check free space and permissions of the session folder"
             ) from exc
         self._stats["bytes_written"] += nbytes
-        bounds = pc.min_max(table.column("step")).as_py()
+        steps = to_numpy(table.column("step"))
         new = {
             "kind": kind, "run_id": key[0], "split": key[1], "epoch": key[2], "path": rel.as_posix(),
-            "rows": table.num_rows, "bytes": nbytes, "min_step": bounds["min"], "max_step": bounds["max"],
+            "rows": table.num_rows, "bytes": nbytes, "min_step": int(steps.min()) if len(steps) else None,
+            "max_step": int(steps.max()) if len(steps) else None,
             "level": level, "sealed": sealed,
         }  # fmt: skip
         try:
@@ -827,13 +828,15 @@ def _sorted(tables: list[pa.Table], column: str) -> pa.Table:
 
 def _pass_summary(key: tuple[str, str, int], step: int, table: pa.Table, metrics: dict) -> EpochSummary:
     run_id, split, epoch = key
-    stats = summarize_losses(table.column("loss").to_numpy())
+    stats = summarize_losses(to_numpy(table.column("loss")))
     nonfinite = stats.pop("nonfinite")
     if nonfinite:
         metrics["nonfinite"] = nonfinite
-    correct = table.column("correct").drop_null()
+    correct, unknown = values_and_mask(table.column("correct"))
+    if unknown is not None:
+        correct = correct[~unknown]
     if len(correct):
-        metrics["accuracy"] = accuracy(correct.to_numpy())
+        metrics["accuracy"] = accuracy(correct)
     return EpochSummary(run_id=run_id, split=split, epoch=epoch, step=step, metrics=metrics or None, **stats)
 
 
