@@ -225,3 +225,60 @@ def test_a_missing_catalog_is_reported_without_creating_it(db: Path) -> None:
 )
 def test_schema_verdict(revision: str | None, verdict: str) -> None:
     assert migrate.schema_verdict(revision, known={"0000", "0001"}, head="0001") == verdict
+
+
+def test_the_saved_head_schema_is_what_the_migrations_create(tmp_path: Path) -> None:
+    written = migrate.write_head_schema(tmp_path / "fresh.sql")
+    shipped = Path(migrate._head_schema_path())
+    assert shipped.read_text() == written.read_text(), (
+        "migrations/schema_head.sql is stale: rewrite it with `python -m onthefly.store.migrate`"
+    )
+
+
+def _master(db: Path) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name").fetchall()
+
+
+def test_a_new_catalog_from_the_saved_schema_equals_one_alembic_migrated(tmp_path: Path) -> None:
+    fast = tmp_path / "fast" / "catalog.sqlite"
+    migrate.upgrade(fast)  # blank file: created from schema_head.sql
+    slow = tmp_path / "slow" / "catalog.sqlite"
+    slow.parent.mkdir()
+    engine = migrate._migration_engine(slow)
+    try:
+        with engine.begin() as conn:
+            migrate._alembic_upgrade(conn)
+    finally:
+        engine.dispose()
+    assert _master(fast) == _master(slow)
+    assert migrate.current_revision(fast) == migrate.current_revision(slow) == migrate.HEAD
+    assert _schema_diff(fast, Base.metadata) == []
+    migrate.downgrade(fast)  # Alembic takes over from there like on any other catalog
+    assert _tables(fast) == set()
+
+
+def test_opening_a_new_or_current_catalog_does_not_import_alembic(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from onthefly.store.catalog import Catalog
+        path = Path({str(tmp_path / "c.sqlite")!r})
+        Catalog.open(path).close()
+        Catalog.open(path).close()
+        Catalog.open(path, readonly=True).close()
+        print(sorted(m for m in sys.modules if m.split(".")[0] == "alembic"))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_a_table_left_in_a_file_without_revision_goes_through_alembic(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE sessions (id TEXT)")
+    with pytest.raises(Exception, match="sessions"):
+        migrate.upgrade(db)
+    assert _tables(db) == {"sessions"}  # the failed upgrade rolled back whole
