@@ -175,7 +175,7 @@ class LightningSession(TrainingSession):
         if keep:
             self._session_store.writer.log_samples(
                 self._run_id, batch.split, batch.epoch, batch.step, ids[:keep], values[:keep],
-                **{k: v.cpu().numpy()[:keep] for k, v in fields.items()},
+                **{k: v[:keep] for k, v in fields.items()},
             )
         if batch.split != "train":
             finite = values[np.isfinite(values)]
@@ -243,7 +243,7 @@ class LightningSession(TrainingSession):
         row.update(logged_values(trainer.callback_metrics, stage="train"))
         self._logged_step = step
         self._last_loss = row["loss"]
-        self._session_store.writer.log_steps(self._run_id, [row])
+        self._session_store.writer.log_step(self._run_id, row)
         if self._link is not None:
             self._link.push_step(row)
         self._console.step(step, row["loss"])

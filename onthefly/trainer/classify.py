@@ -17,12 +17,18 @@ Telling a binary target from a regression target needs a look at the values,
 which costs one device-to-host sync; :func:`classification_kind` does it, and
 the training loop calls it once on the first batch, then passes ``kind=`` on
 every step so that :func:`classification_fields` never syncs.
+
+The fields are returned as numpy arrays, ready for the writer: torch does the
+one reduction over the classes (top-2 and log-sum-exp), numpy the
+element-wise rest, where a 64-row operation costs about 1 us instead of
+torch's 3-5 us per call on the training thread.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
 
 from onthefly.errors import ConfigError
@@ -73,7 +79,7 @@ def classification_fields(
     *,
     kind: ClassificationKind | None | Literal["auto"] = "auto",
     probabilities: bool = False,
-) -> dict[str, torch.Tensor] | None:
+) -> dict[str, np.ndarray] | None:
     """Compute label, pred, correct and margin for every sample of a batch.
 
     Args:
@@ -87,7 +93,7 @@ def classification_fields(
 
     Returns:
         ``None`` when the batch is not a classification batch; otherwise a dict
-        of detached tensors on the output's device, each of shape ``[B]``:
+        of numpy arrays (copied to the host), each of shape ``[B]``:
         ``label`` (int64), ``pred`` (int64), ``correct`` (bool), ``margin``
         (float32).
 
@@ -134,26 +140,46 @@ def _is_multiclass_shape(output: torch.Tensor, target: torch.Tensor) -> bool:
     )
 
 
-def _multiclass_fields(output: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    top = torch.softmax(output.float(), dim=1).topk(2, dim=1)
-    pred = top.indices[:, 0]
-    label = target.long()
-    return {
-        "label": label,
-        "pred": pred,
-        "correct": pred == label,
-        "margin": top.values[:, 0] - top.values[:, 1],
-    }
+def _multiclass_fields(output: torch.Tensor, target: torch.Tensor) -> dict[str, np.ndarray]:
+    pred, margin = _top_two(output.float())
+    label = _host(target, np.int64)
+    return {"label": label, "pred": pred, "correct": pred == label, "margin": margin}
 
 
-def _binary_fields(output: torch.Tensor, target: torch.Tensor, *, probabilities: bool) -> dict[str, torch.Tensor]:
+def _top_two(scores: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(top-1 class, softmax top-1 minus top-2 probability) of each row of ``scores`` ``[B, C]``.
+
+    On the CPU the scores are read as numpy (no copy) and reduced there; on
+    an accelerator the reduction runs on the device and only ``[B]`` values
+    per field come back.
+    """
+    if scores.device.type != "cpu":
+        return _top_two_on_device(scores)
+    x = scores.numpy()
+    n = x.shape[0]
+    if n == 0:
+        return np.empty(0, np.int64), np.empty(0, np.float32)
+    pred = x.argmax(axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite scores give a NaN margin, as softmax does
+        e = np.exp(x - x[np.arange(n), pred][:, None])  # the top class becomes exp(0) = 1
+        second = np.partition(e, -2, axis=1)[:, -2]
+        margin = (1.0 - second) / e.sum(axis=1)
+    return pred.astype(np.int64, copy=False), margin.astype(np.float32, copy=False)
+
+
+def _top_two_on_device(scores: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    top = scores.topk(2, dim=1)
+    p = torch.exp(top.values - torch.logsumexp(scores, dim=1, keepdim=True))
+    return top.indices[:, 0].cpu().numpy(), (p[:, 0] - p[:, 1]).cpu().numpy().astype(np.float32, copy=False)
+
+
+def _binary_fields(output: torch.Tensor, target: torch.Tensor, *, probabilities: bool) -> dict[str, np.ndarray]:
     values = output.reshape(-1).float()
-    p = values if probabilities else torch.sigmoid(values)
-    pred = (p > 0.5).long()
-    label = target.reshape(-1).long()
-    return {
-        "label": label,
-        "pred": pred,
-        "correct": pred == label,
-        "margin": (2.0 * p - 1.0).abs(),
-    }
+    p = (values if probabilities else torch.sigmoid(values)).cpu().numpy()
+    pred = (p > 0.5).astype(np.int64)
+    label = _host(target.reshape(-1), np.int64)
+    return {"label": label, "pred": pred, "correct": pred == label, "margin": np.abs(2.0 * p - 1.0, dtype=np.float32)}
+
+
+def _host(tensor: torch.Tensor, dtype: type) -> np.ndarray:
+    return tensor.cpu().numpy().astype(dtype, copy=False)

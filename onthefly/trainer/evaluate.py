@@ -60,14 +60,14 @@ def evaluate(
                     result = loss(output, target)
                 per_sample = result.per_sample.float()
                 fields = classification_fields(output, target) or {}
-                log_rows(sample_ids, per_sample.cpu().numpy(), **{k: v.cpu().numpy() for k, v in fields.items()})
+                log_rows(sample_ids, per_sample.cpu().numpy(), **fields)
                 finite = torch.isfinite(per_sample)
                 total += float(per_sample[finite].sum())
                 count += int(finite.sum())
                 nonfinite += int((~finite).sum())
                 if "correct" in fields:
                     correct += int(fields["correct"].sum())
-                    labelled += int(fields["correct"].numel())
+                    labelled += int(fields["correct"].size)
     finally:
         model.train(was_training)
     metrics: dict[str, Any] = {}

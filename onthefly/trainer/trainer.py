@@ -420,14 +420,14 @@ class Trainer(TrainingSession):
                 bad_ids.extend(int(i) for i in sample_ids)
             fields = (classification_fields(output, target, kind=fit.kind) if fit.kind else None) or {}
             if cfg.per_sample_grad_norm:  # costly: one extra vmap'd backward per batch (docs/benchmarks.md)
-                fields["grad_norm"] = per_sample_grad_norm(fit.module, fit.loss.loss_fn, inputs, target)
+                fields["grad_norm"] = per_sample_grad_norm(fit.module, fit.loss.loss_fn, inputs, target).cpu().numpy()
             keep = _unpadded(len(sample_ids), seen=fit.seen, recorded=fit.recorded)
             fit.seen += len(sample_ids)
             if keep:
                 writer.log_samples(
                     fit.run_id, "train", fit.epoch, step_number, sample_ids[:keep],
                     result.per_sample.float().cpu().numpy()[:keep],
-                    **{k: v.cpu().numpy()[:keep] for k, v in fields.items()},
+                    **{k: v[:keep] for k, v in fields.items()},
                 )
             meter.compute_end(len(sample_ids))
         if took == 0:
@@ -444,7 +444,7 @@ class Trainer(TrainingSession):
                         lr=fit.optimizer.param_groups[0].get("lr"), grad_norm=grad_norm)
         if self._dist is not None and not self._dist.leader:
             return True  # step metrics are rank 0's
-        writer.log_steps(fit.run_id, [row])
+        writer.log_step(fit.run_id, row)
         if self._link is not None:
             self._link.push_step(row)
         self._console.step(fit.step, fit.last_loss)

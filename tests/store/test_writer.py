@@ -184,6 +184,30 @@ def test_steps_become_one_file_per_run_sorted_by_step_on_close(session):
     assert table.column("time").null_count == 0
 
 
+def test_log_step_writes_what_log_steps_writes(session):
+    session_dir, catalog, run = session
+    rows = [{"step": 1, "loss": 0.5, "time": 10.0, "val_acc": None}, {"step": 2, "lr": 0.1, "time": 11.0},
+            {"step": 3, "loss": np.float32(0.25), "time": 12.0}]  # a numpy scalar takes the general path
+    with ShardWriter(session_dir, catalog) as writer:
+        for row in rows:
+            writer.log_step(run, row)
+        with pytest.raises(ConfigError, match=r"\.item\(\)"):
+            writer.log_step(run, {"step": 4, "loss": torch.tensor(1.0)})
+        with pytest.raises(ConfigError, match="no 'step'"):
+            writer.log_step(run, {"loss": 1.0})
+        with pytest.raises(ConfigError, match="run_id"):
+            writer.log_step(run, {"step": 5, "run_id": "x"})
+    (shard,) = catalog.active_shards("steps")
+    one_by_one = pq.read_table(session_dir / shard.path)
+    other = catalog.add_run(name="other", run_id="run2")
+    with ShardWriter(session_dir, catalog) as writer:
+        writer.log_steps(other.id, rows)
+    (shard,) = [s for s in catalog.active_shards("steps") if s.run_id == other.id]
+    together = pq.read_table(session_dir / shard.path)
+    assert one_by_one.drop_columns("run_id").equals(together.drop_columns("run_id"))
+    assert one_by_one.column("val_acc").to_pylist() == [None, None, None]
+
+
 def test_a_long_pass_is_merged_so_its_live_files_stay_few(session):
     session_dir, catalog, run = session
     n_parts = MAX_LIVE_PARTS + 8

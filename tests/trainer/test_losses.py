@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import namedtuple
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -39,7 +40,8 @@ def assert_matches_user_loss(loss_fn, output: torch.Tensor, target, *, method: s
     return result.per_sample
 
 
-def assert_close_with_nan(actual: torch.Tensor, expected: list[float]) -> None:
+def assert_close_with_nan(actual: torch.Tensor | np.ndarray, expected: list[float]) -> None:
+    actual = torch.as_tensor(actual)
     expected_t = torch.tensor(expected, dtype=torch.float32)
     assert torch.allclose(actual, expected_t, rtol=1e-5, atol=1e-6, equal_nan=True), (actual, expected_t)
 
@@ -301,7 +303,15 @@ def test_classification_fields_for_multiclass_logits_match_a_hand_computation() 
         probs = sorted((math.exp(v) / sum(math.exp(u) for u in row) for v in row), reverse=True)
         expected.append(probs[0] - probs[1])
     assert_close_with_nan(fields["margin"], expected)
-    assert fields["margin"].dtype == torch.float32 and fields["correct"].dtype == torch.bool
+    assert fields["margin"].dtype == np.float32 and fields["correct"].dtype == np.bool_
+    assert fields["label"].dtype == fields["pred"].dtype == np.int64
+
+
+def test_classification_margins_of_extreme_and_non_finite_logits() -> None:
+    logits = torch.tensor([[1000.0, -1000.0, 0.0], [5.0, 5.0, 5.0], [float("nan"), 0.0, 1.0]])
+    fields = classification_fields(logits, torch.tensor([0, 1, 2]))
+    margin = fields["margin"].tolist()
+    assert margin[0] == 1.0 and margin[1] == 0.0 and math.isnan(margin[2])
 
 
 def test_classification_fields_for_binary_logits_use_a_sigmoid() -> None:
@@ -343,3 +353,17 @@ def test_the_modules_reduction_is_restored_when_the_unreduced_call_raises() -> N
     with pytest.raises((ValueError, RuntimeError)):
         wrapped(torch.randn(B, C), torch.zeros(B + 2, dtype=torch.long), batch_size=B)
     assert loss_fn.reduction == "sum"
+
+
+def test_the_host_and_device_margin_paths_agree() -> None:
+    from onthefly.trainer.classify import _top_two, _top_two_on_device
+
+    scores = torch.randn(257, 7) * 4
+    scores[3] = torch.tensor([2.0, 2.0, -1.0, 0.0, 0.0, 0.0, 0.0])  # a tie: margin 0
+    pred_host, margin_host = _top_two(scores)
+    pred_dev, margin_dev = _top_two_on_device(scores)
+    assert margin_host.dtype == margin_dev.dtype == np.float32
+    np.testing.assert_allclose(margin_host, margin_dev, rtol=1e-5, atol=1e-6)
+    distinct = margin_dev > 1e-6
+    assert (pred_host[distinct] == pred_dev[distinct]).all() and margin_host[3] == 0.0
+    assert _top_two(torch.empty(0, 3))[0].shape == (0,)
