@@ -103,8 +103,9 @@ def main() -> None:
     steps = epochs * -(-samples // (64 if args.model == "cnn" else 128))
     for variant in VARIANTS:
         median = statistics.median(times[variant])
+        runs = " ".join(f"{t:.2f}" for t in times[variant])
         print(f"overhead model={args.model} variant={variant} steps={steps} median_s={median:.2f} "
-              f"ms_per_step={1e3 * median / steps:.2f} ratio={median / base:.3f}")
+              f"ms_per_step={1e3 * median / steps:.2f} ratio={median / base:.3f} runs_s=[{runs}]")
 
 
 if __name__ == "__main__":
