@@ -75,7 +75,7 @@ def main() -> None:
                 start = time.perf_counter()
                 subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                                 "2", __file__, "--child", variant, "--epochs", str(args.epochs)],
-                               env=env, check=True, capture_output=True, cwd=home)
+                               env=env, check=True, capture_output=True, cwd=home, timeout=600)
                 times[variant].append(time.perf_counter() - start)
     plain, otf = statistics.median(times["plain"]), statistics.median(times["onthefly"])
     print(f"ddp_overhead mlp 2 ranks epochs={args.epochs} rounds={args.rounds}: plain {plain:.2f} s, "

@@ -1,7 +1,7 @@
 """Whole-process cost of attach_lightning: Lightning trainer.fit with and without it.
 
 Each variant runs in its own process on the same model, data and seed; runs
-alternate (plain, attached, plain, ...) and the median wall times are compared.
+alternate (plain, attached, attached, plain, ...) and the median wall times are compared.
 
     .venv/bin/python benchmarks/lightning_overhead.py --rounds 5
 
@@ -78,15 +78,16 @@ def main() -> None:
     times: dict[str, list[float]] = {"plain": [], "attached": []}
     with tempfile.TemporaryDirectory() as home:
         env = dict(os.environ, ONTHEFLY_HOME=home, PYTHONWARNINGS="ignore")
-        for _ in range(args.rounds):
-            for variant in times:
+        for round_number in range(args.rounds):
+            for variant in list(times)[:: 1 if round_number % 2 == 0 else -1]:  # alternate who goes first
                 start = time.perf_counter()
                 subprocess.run([sys.executable, __file__, "--child", variant, "--epochs", str(args.epochs)],
                                env=env, check=True, capture_output=True, cwd=home)
                 times[variant].append(time.perf_counter() - start)
     plain, attached = statistics.median(times["plain"]), statistics.median(times["attached"])
+    runs = "; ".join(f"{v} " + " ".join(f"{t:.2f}" for t in times[v]) for v in times)
     print(f"lightning_overhead cnn epochs={args.epochs} rounds={args.rounds}: plain {plain:.2f} s, "
-          f"attached {attached:.2f} s, ratio {attached / plain:.3f}")
+          f"attached {attached:.2f} s, ratio {attached / plain:.3f} (runs: {runs})")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Whole-process cost of training under OnTheFly's Trainer vs a plain PyTorch loop.
 
 Each variant runs in its own process on the same model, data and seed; runs
-alternate (plain, trainer, tensorboard, plain, ...) and the median wall time of
-each is compared. Per-sample capture is always on in the Trainer.
+alternate, the order rotating each round (plain, trainer, tensorboard, then
+trainer, tensorboard, plain, ...), and the median wall time of each is
+compared. Per-sample capture is always on in the Trainer.
 
     .venv/bin/python benchmarks/overhead.py --model cnn --rounds 5
     .venv/bin/python benchmarks/overhead.py --model mlp --rounds 5
@@ -93,8 +94,9 @@ def main() -> None:
     times: dict[str, list[float]] = {v: [] for v in VARIANTS}
     with tempfile.TemporaryDirectory() as home:
         env = dict(os.environ, ONTHEFLY_HOME=home, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-        for _ in range(args.rounds):
-            for variant in VARIANTS:
+        for round_number in range(args.rounds):
+            shift = round_number % len(VARIANTS)  # each variant takes each place in turn: drift hits all alike
+            for variant in VARIANTS[shift:] + VARIANTS[:shift]:
                 start = time.perf_counter()
                 subprocess.run([sys.executable, __file__, "--child", variant, "--model", args.model,
                                 "--samples", str(samples), "--epochs", str(epochs)], check=True, env=env)
