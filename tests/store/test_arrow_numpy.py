@@ -12,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from onthefly.store.arrow_numpy import (
-    FIXED_WIDTH, from_numpy, from_values, numpy_dtype, repeated_string, take, to_numpy, values_and_mask,
+    FIXED_WIDTH,
+    from_numpy,
+    from_values,
+    numpy_dtype,
+    repeated_string,
+    take,
+    to_numpy,
+    values_and_mask,
 )
 
 TYPES = [pa.bool_(), pa.int32(), pa.int64(), pa.float32(), pa.float64(), pa.uint8()]

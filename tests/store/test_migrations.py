@@ -282,3 +282,9 @@ def test_a_table_left_in_a_file_without_revision_goes_through_alembic(db: Path) 
     with pytest.raises(Exception, match="sessions"):
         migrate.upgrade(db)
     assert _tables(db) == {"sessions"}  # the failed upgrade rolled back whole
+
+
+def test_without_the_saved_schema_a_new_catalog_is_migrated_by_alembic(db: Path, monkeypatch) -> None:
+    monkeypatch.setattr(migrate, "HEAD_SCHEMA", "missing.sql")
+    migrate.upgrade(db)
+    assert migrate.current_revision(db) == migrate.HEAD and _tables(db) == CATALOG_TABLES
