@@ -60,17 +60,17 @@ def main() -> None:
     losses.PerSampleLoss.__call__ = timed("PerSampleLoss.__call__", losses.PerSampleLoss.__call__)
     writer.ShardWriter.log_samples = timed("ShardWriter.log_samples", writer.ShardWriter.log_samples)
     writer.ShardWriter.log_step = timed("ShardWriter.log_step", writer.ShardWriter.log_step)
-    fields = timed("classification_fields", callback.classification_fields)
+    fields = timed("writer_fields", callback.writer_fields)
     if args.again:
-        warm = timed("classification_fields, again at once", callback.classification_fields)
+        warm = timed("writer_fields, again at once", callback.writer_fields)
 
         def fields_twice(*a, **k):
             fields(*a, **k)
             return warm(*a, **k)
 
-        callback.classification_fields = fields_twice
+        callback.writer_fields = fields_twice
     else:
-        callback.classification_fields = fields
+        callback.writer_fields = fields
     callback.logged_values = timed("logged_values", callback.logged_values)
     callback.total_grad_norm = timed("total_grad_norm", callback.total_grad_norm)
 

@@ -49,7 +49,7 @@ from ..trainer.backend import Position, TrainingSession
 from ..trainer.console import Console
 from ..trainer.control import Controller
 from ..trainer.session import SessionHandle
-from ..trainer.classify import classification_fields, classification_kind
+from ..trainer.classify import classification_kind, writer_fields
 from ..trainer.metrics import StepMeter, total_grad_norm
 from ..trainer.rng import capture_rng, preserved_rng, restore_rng
 from .checkpoint import CAPTURE_PATH, to_store
@@ -167,7 +167,7 @@ class LightningSession(TrainingSession):
         fields: dict[str, Any] = {}
         if self._kind is not None:
             try:
-                fields = classification_fields(output, target, kind=self._kind) or {}
+                fields = writer_fields(output, target, kind=self._kind)
             except ConfigError:  # this batch's shapes do not fit the kind (e.g. another head)
                 fields = {}
         values = per_sample.detach().float().cpu().numpy()

@@ -54,6 +54,7 @@ from onthefly.store.schema import (
     sorted_samples_table,
     steps_table,
 )
+from onthefly.store.scores import fields_from_scores
 from onthefly.store.summaries import accuracy, summarize_losses
 
 if TYPE_CHECKING:
@@ -259,6 +260,7 @@ class ShardWriter:
         correct: Any = None,
         margin: Any = None,
         grad_norm: Any = None,
+        scores: Any = None,
     ) -> None:
         """Queue the per-sample rows of one step.
 
@@ -278,6 +280,10 @@ class ShardWriter:
             correct: optional per-sample booleans.
             margin: optional per-sample margins.
             grad_norm: optional per-sample gradient norms.
+            scores: optional ``[n, C]`` class scores (logits or
+                log-probabilities, ``C >= 2``) given with ``label`` instead of
+                ``pred``, ``correct`` and ``margin``: the writer's thread
+                derives those from them (:func:`onthefly.store.scores.fields_from_scores`).
 
         Raises:
             ConfigError: lengths differ, an array is not 1-D or of a wrong
@@ -306,6 +312,8 @@ class ShardWriter:
         ):
             if value is not None:
                 cols[name] = _column(name, value, kinds, n)
+        if scores is not None:
+            cols["scores"] = _scores(scores, n, given=cols)
         if not isinstance(step, (int, np.integer)):
             step = _column("step", step, "iu", n)
         self._put(("samples", (run_id, split, int(epoch)), step, cols, n))
@@ -780,6 +788,20 @@ def _column(name: str, value: Any, kinds: str, n: int | None = None) -> np.ndarr
     return value
 
 
+def _scores(value: Any, n: int, *, given: Mapping[str, Any]) -> np.ndarray:
+    scores = np.asarray(value)
+    if scores.ndim != 2 or scores.shape[0] != n or scores.shape[1] < 2 or scores.dtype.kind != "f":
+        raise ConfigError(
+            f"scores has shape {scores.shape} and dtype {scores.dtype}: pass [{n}, C] float class scores, C >= 2"
+        )
+    if "label" not in given:
+        raise ConfigError("scores were given without label: pass label= too (the fields compare pred with it)")
+    clash = sorted(set(given) & {"pred", "correct", "margin"})
+    if clash:
+        raise ConfigError(f"scores were given with {clash}: pass either scores or those fields, not both")
+    return scores
+
+
 def _steps_columns(rows: Any) -> dict[str, list | np.ndarray]:
     if isinstance(rows, Mapping):
         columns = {str(k): (v if isinstance(v, np.ndarray) else list(v)) for k, v in rows.items()}
@@ -818,7 +840,29 @@ def _samples_part(key: tuple[str, str, int], buf: _Buffer) -> pa.Table:
     run_id, split, epoch = key
     # A live part spans the whole id range whatever its order: only merged and
     # sealed files are sorted, where sorting makes row groups prunable.
-    return sorted_samples_table(run_id=run_id, split=split, epoch=epoch, batches=buf.batches, sort=False)
+    return sorted_samples_table(run_id=run_id, split=split, epoch=epoch, batches=_with_fields(buf.batches), sort=False)
+
+
+def _with_fields(batches: list[tuple[Any, dict[str, Any], int]]) -> list[tuple[Any, dict[str, Any], int]]:
+    """The batches with pred, correct and margin derived from their scores, in bulk per class count."""
+    groups: dict[int, list[int]] = {}
+    for i, (_, cols, _) in enumerate(batches):
+        if "scores" in cols:
+            groups.setdefault(cols["scores"].shape[1], []).append(i)
+    if not groups:
+        return batches
+    out = list(batches)
+    for members in groups.values():
+        scores = np.concatenate([batches[i][1]["scores"] for i in members])
+        labels = np.concatenate([batches[i][1]["label"] for i in members])
+        cuts = np.cumsum([batches[i][2] for i in members])[:-1]
+        derived = {name: np.split(values, cuts) for name, values in fields_from_scores(scores, labels).items()}
+        for j, i in enumerate(members):
+            step, cols, n = batches[i]
+            cols = {name: values for name, values in cols.items() if name != "scores"}
+            cols.update((name, parts[j]) for name, parts in derived.items())
+            out[i] = (step, cols, n)
+    return out
 
 
 def _steps_part(run_id: str, buf: _Buffer) -> pa.Table:

@@ -27,7 +27,7 @@ from ..store.lifecycle import SessionStore
 from .backend import Position, TrainingSession
 from .batches import call_model, move_to_device, split_batch
 from .checks import amp_mode, check_inputs, first_forward, hparams_of, resolve_device
-from .classify import classification_fields, classification_kind
+from .classify import classification_kind, writer_fields
 from .config import TrainerConfig
 from .console import Console
 from .control import nonfinite_action, scheduler_metric, stop_reason, validation_due
@@ -418,7 +418,7 @@ class Trainer(TrainingSession):
                 losses.append(value)
             elif not local_finite:
                 bad_ids.extend(int(i) for i in sample_ids)
-            fields = (classification_fields(output, target, kind=fit.kind) if fit.kind else None) or {}
+            fields = writer_fields(output, target, kind=fit.kind) if fit.kind else {}
             if cfg.per_sample_grad_norm:  # costly: one extra vmap'd backward per batch (docs/benchmarks.md)
                 fields["grad_norm"] = per_sample_grad_norm(fit.module, fit.loss.loss_fn, inputs, target).cpu().numpy()
             keep = _unpadded(len(sample_ids), seen=fit.seen, recorded=fit.recorded)

@@ -403,3 +403,37 @@ def test_a_reader_querying_while_the_writer_appends_and_compacts_never_fails(ses
     assert len(counts) >= 3
     assert counts == sorted(counts)
     assert counts[-1] == steps * batch
+
+
+def test_scores_become_pred_correct_and_margin_on_the_writers_thread(session):
+    from onthefly.store.scores import fields_from_scores
+
+    session_dir, catalog, run = session
+    rng = np.random.default_rng(0)
+    steps = [(s, rng.normal(size=(5, 3)).astype(np.float32), rng.integers(0, 3, 5)) for s in range(4)]
+    with ShardWriter(session_dir, catalog) as writer:
+        for s, scores, label in steps:
+            writer.log_samples(run, "train", 0, s, np.arange(5) + 5 * s, np.ones(5), label=label, scores=scores)
+        writer.log_samples(run, "train", 0, 9, np.array([99]), np.ones(1), label=np.array([1]),
+                           scores=np.array([[0.0, 1.0, 2.0, 3.0]]))  # another class count in the same part
+        writer.log_samples(run, "train", 0, 10, np.array([100]), np.ones(1))  # no fields at all
+        writer.flush()
+        table = read_shards(session_dir, catalog.active_shards("samples")).sort_by("sample_id")
+    want = fields_from_scores(np.concatenate([sc for _, sc, _ in steps]), np.concatenate([lb for _, _, lb in steps]))
+    assert table.column("pred").to_pylist()[:20] == want["pred"].tolist()
+    assert table.column("correct").to_pylist()[:20] == want["correct"].tolist()
+    assert np.allclose(table.column("margin").to_pylist()[:20], want["margin"])
+    assert table.column("pred").to_pylist()[20:] == [3, None] and table.column("correct").to_pylist()[20:] == [False, None]
+    assert "scores" not in table.column_names
+
+
+def test_scores_are_checked_when_logged(session):
+    session_dir, catalog, run = session
+    with ShardWriter(session_dir, catalog) as writer:
+        with pytest.raises(ConfigError, match=r"\[2, C\]"):
+            writer.log_samples(run, "train", 0, 0, np.arange(2), np.ones(2), label=np.arange(2), scores=np.ones(2))
+        with pytest.raises(ConfigError, match="without label"):
+            writer.log_samples(run, "train", 0, 0, np.arange(2), np.ones(2), scores=np.ones((2, 3)))
+        with pytest.raises(ConfigError, match="not both"):
+            writer.log_samples(run, "train", 0, 0, np.arange(2), np.ones(2), label=np.arange(2),
+                               pred=np.arange(2), scores=np.ones((2, 3)))

@@ -367,3 +367,23 @@ def test_the_host_and_device_margin_paths_agree() -> None:
     distinct = margin_dev > 1e-6
     assert (pred_host[distinct] == pred_dev[distinct]).all() and margin_host[3] == 0.0
     assert _top_two(torch.empty(0, 3))[0].shape == (0,)
+
+
+def test_writer_fields_hand_cpu_scores_to_the_writer_with_the_same_numbers() -> None:
+    from onthefly.store.scores import fields_from_scores
+    from onthefly.trainer.classify import DEFERRED_MAX_CLASSES, writer_fields
+
+    logits = torch.randn(6, 4, requires_grad=True)
+    target = torch.tensor([0, 1, 2, 3, 0, 1])
+    handed = writer_fields(logits, target, kind="multiclass")
+    assert sorted(handed) == ["label", "scores"]
+    logits.data.zero_()  # the writer holds a copy, not the model's output
+    assert handed["scores"].any()
+    direct = classification_fields(torch.tensor(handed["scores"]), target)
+    derived = fields_from_scores(handed["scores"], handed["label"])
+    for name in ("pred", "correct", "margin"):
+        assert direct[name].tolist() == derived[name].tolist()
+    wide = writer_fields(torch.randn(3, DEFERRED_MAX_CLASSES + 1), torch.tensor([0, 1, 2]), kind="multiclass")
+    assert sorted(wide) == ["correct", "label", "margin", "pred"]
+    binary = writer_fields(torch.randn(3), torch.tensor([0.0, 1.0, 1.0]), kind="binary")
+    assert sorted(binary) == ["correct", "label", "margin", "pred"]
