@@ -18,10 +18,13 @@ which costs one device-to-host sync; :func:`classification_kind` does it, and
 the training loop calls it once on the first batch, then passes ``kind=`` on
 every step so that :func:`classification_fields` never syncs.
 
-The fields are returned as numpy arrays, ready for the writer: torch does the
-one reduction over the classes (top-2 and log-sum-exp), numpy the
-element-wise rest, where a 64-row operation costs about 1 us instead of
-torch's 3-5 us per call on the training thread.
+The fields are returned as numpy arrays, ready for the writer. On the CPU
+the scores are reduced in numpy (:func:`onthefly.store.scores.top_two`); on
+an accelerator, on the device. The training loops call :func:`writer_fields`
+instead, which for CPU scores with few classes hands the writer the scores
+themselves: once a step, after the model's kernels, even this small work
+starts cold on the training thread, while the writer's thread does it for a
+whole part at once.
 """
 
 from __future__ import annotations
@@ -37,10 +40,10 @@ from onthefly.store.scores import top_two
 __all__ = ["ClassificationKind", "DEFERRED_MAX_CLASSES", "classification_kind", "classification_fields", "writer_fields"]
 
 ClassificationKind = Literal["multiclass", "binary"]
+_KINDS = ("multiclass", "binary")
 
 DEFERRED_MAX_CLASSES = 64
 """Up to this many classes, the scores travel to the writer (at most 256 bytes a row)."""
-_KINDS = ("multiclass", "binary")
 
 
 def classification_kind(output: torch.Tensor, target: torch.Tensor) -> ClassificationKind | None:
