@@ -102,11 +102,7 @@ class ServedSession(DataOperations):
     def snapshot(self) -> dict[str, Any]:
         """What a connecting dashboard gets first: the state and every run."""
         with Catalog.open(self.dir / CATALOG, readonly=True) as catalog:
-            runs = [
-                {"id": r.id, "name": r.name, "kind": r.kind, "status": r.status, "created_at": r.created_at,
-                 "ended_at": r.ended_at, "parents": [{"id": p, "role": role} for p, role in r.parents]}
-                for r in catalog.runs()
-            ]  # fmt: skip
+            runs = [r.summary() for r in catalog.runs()]
         return {"state": self.status(), "runs": runs}
 
     # -- refused: there is no training to steer ------------------------------------

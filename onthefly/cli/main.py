@@ -88,18 +88,7 @@ def session_json(entry: SessionEntry) -> dict[str, Any]:
         "pinned": entry.pinned,
         "project": entry.project,
         "error": entry.error,
-        "runs": [
-            {
-                "id": run.id,
-                "name": run.name,
-                "kind": run.kind,
-                "status": run.status,
-                "created_at": run.created_at,
-                "ended_at": run.ended_at,
-                "parents": [{"id": parent, "role": role} for parent, role in run.parents],
-            }
-            for run in entry.runs
-        ],
+        "runs": [run.summary() for run in entry.runs],
     }
 
 

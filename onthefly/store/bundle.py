@@ -376,13 +376,7 @@ def _order(ck: CheckpointInfo) -> tuple[int, float]:
 
 def _run_entry(run: RunInfo, latest: CheckpointInfo | None) -> dict[str, Any]:
     return {
-        "id": run.id,
-        "name": run.name,
-        "kind": run.kind,
-        "status": run.status,
-        "created_at": run.created_at,
-        "ended_at": run.ended_at,
-        "parents": [{"id": parent, "role": role} for parent, role in run.parents],
+        **run.summary(),
         "latest_checkpoint": None
         if latest is None
         else {"id": latest.id, "step": latest.step, "epoch": latest.epoch, "holds": list(latest.holds)},

@@ -249,10 +249,7 @@ class TrainingSession:
         }
 
     def _run_payload(self, run_id: str) -> dict[str, Any]:
-        run = self._session_store.catalog.run(run_id)
-        return {"id": run.id, "name": run.name, "kind": run.kind, "status": run.status,
-                "created_at": run.created_at, "ended_at": run.ended_at,
-                "parents": [{"id": p, "role": r} for p, r in run.parents]}
+        return self._session_store.catalog.run(run_id).summary()
 
     def _runs_payload(self) -> list[dict[str, Any]]:
         if self._session_store is None:
