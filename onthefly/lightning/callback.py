@@ -170,7 +170,7 @@ class LightningSession(TrainingSession):
                 fields = writer_fields(output, target, kind=self._kind)
             except ConfigError:  # this batch's shapes do not fit the kind (e.g. another head)
                 fields = {}
-        values = per_sample.detach().float().cpu().numpy()
+        values = per_sample.numpy() if per_sample.device.type == "cpu" else per_sample.cpu().numpy()  # detached float32
         keep = len(ids) if batch.keep is None else batch.keep
         if keep:
             self._session_store.writer.log_samples(

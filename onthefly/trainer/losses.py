@@ -204,13 +204,22 @@ class PerSampleLoss:
     def _call_unreduced(self, output: Any, target: Any) -> Any:
         """Call the module loss with reduction="none", restoring its reduction afterwards."""
         module = self.loss_fn
+        # A plain instance attribute is set in the instance dict directly (nn.Module.__setattr__ checks
+        # for parameters, buffers and submodules first, a measurable part of this call's cost).
+        table = vars(module) if "reduction" in vars(module) else None
         with self._lock:
             saved = module.reduction
-            module.reduction = "none"
+            if table is not None:
+                table["reduction"] = "none"
+            else:
+                module.reduction = "none"
             try:
                 return module(output, target)
             finally:
-                module.reduction = saved
+                if table is not None:
+                    table["reduction"] = saved
+                else:
+                    module.reduction = saved
 
     def _per_sample_from_scalar(self, output: Any, target: Any, size: int) -> torch.Tensor:
         """Evaluate a scalar-returning loss on each sample: vmap, else a loop."""
