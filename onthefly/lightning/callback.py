@@ -417,8 +417,8 @@ class LightningSession(TrainingSession):
         loader = self._handed.get("train")
         step, epoch = int(trainer.global_step), self._epochs_finished()
         store = self._session_store
-        info = store.checkpoints.save(
-            run_id=self._run_id, step=step, epoch=epoch, reason=reason,
+        return self._store_checkpoint(
+            reason, run_id=self._run_id, step=step, epoch=epoch,
             model=parts["model"], optimizer=parts["optimizer"], scheduler=parts["scheduler"], rng=rng,
             sampler={"epoch": epoch, "batch": loader.consumed if loader is not None else 0, "step": step,
                      "seed": self._seed},
@@ -426,7 +426,6 @@ class LightningSession(TrainingSession):
                    "run": {"id": self._run_id, "name": self._run_name, "kind": "base", "status": "running"},
                    "config": self._config, "version": __version__},
         )
-        return self._record_checkpoint(info, reason)
 
     def _capture(self, checkpoint: dict) -> None:
         self._captured = checkpoint
@@ -537,7 +536,7 @@ class LightningSession(TrainingSession):
         self._in_loop = False
         self._control.end()
         if self._session_store is not None:
-            self._session_store.writer.flush()
+            self._session_store.settle()
         if os.getpid() != self._launcher_pid:  # a ddp_spawn process: it ends without running atexit handlers
             self.close()
 

@@ -133,7 +133,7 @@ def snapshot_session(session: SessionStore, *, checkpoint: Callable[[], Any] | N
     """
     if checkpoint is not None:
         checkpoint()
-    session.writer.flush()
+    session.settle()
     return stage_session(session.dir, root=session.store.root)
 
 

@@ -24,9 +24,11 @@ are stored as separate contiguous copies.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -35,13 +37,15 @@ from typing import Any
 
 import torch
 
-from onthefly.errors import ConfigError, CorruptFileError
+from onthefly.errors import ConfigError, CorruptFileError, StoreError
 from onthefly.store.records import CheckpointInfo
 from onthefly.store.safetensors_file import (
     FORMAT_VERSION,
     PARTIAL_SUFFIX,
+    checkpoint_chunks,
     read_checkpoint_file,
     write_checkpoint_file,
+    write_chunks,
 )
 from onthefly.store.tree import flatten, unflatten
 
@@ -179,6 +183,20 @@ def load_checkpoint(
     return CheckpointData(**parts)
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """A checkpoint laid out and ready to be written."""
+
+    checkpoint_id: str
+    run_id: str
+    step: int
+    epoch: int
+    reason: str
+    relative: str
+    chunks: list
+    holds: tuple[str, ...]
+
+
 class CheckpointStore:
     """The checkpoints of one session: files under ``checkpoints/``, rows in the catalog.
 
@@ -200,6 +218,9 @@ class CheckpointStore:
     def __init__(self, session_dir: str | os.PathLike[str], catalog: Any) -> None:
         self.session_dir = Path(session_dir)
         self._catalog = catalog
+        self._guard = threading.Lock()
+        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
+        self._in_flight: set[concurrent.futures.Future] = set()
 
     def save(
         self,
@@ -218,6 +239,9 @@ class CheckpointStore:
     ) -> CheckpointInfo:
         """Write a checkpoint of ``run_id`` and list it in the catalog.
 
+        Saves started earlier with :meth:`save_in_background` are finished
+        first, so checkpoints are listed in the order they were taken.
+
         Args:
             run_id: the run it belongs to (a catalog run id).
             step: the optimizer step it was taken at.
@@ -235,24 +259,101 @@ class CheckpointStore:
             StoreError: the file could not be written; no catalog row is
                 added and no file is left behind.
         """
+        pending = self._prepare(run_id=run_id, step=step, epoch=epoch, reason=reason, copy=False, model=model,
+                                optimizer=optimizer, scheduler=scheduler, scaler=scaler, rng=rng, sampler=sampler,
+                                extra=extra)
+        self.wait()  # listed after the background saves called before it
+        return self._commit(pending)
+
+    def save_in_background(self, *, run_id: str, step: int, epoch: int, reason: str,
+                           model: Mapping[str, torch.Tensor], **parts: Any) -> concurrent.futures.Future:
+        """Copy the state now and write it on this store's checkpoint thread.
+
+        Training goes on while the file is written and fsynced: only the copy
+        of the tensors (and, on an accelerator, their transfer to the CPU)
+        happens on the calling thread. The catalog lists the checkpoint once
+        its file is complete, exactly as after :meth:`save`; :meth:`wait`
+        waits for every save in flight, and readers of this session's
+        checkpoints in the same process call it first.
+
+        Args:
+            run_id, step, epoch, reason, model: as for :meth:`save`.
+            **parts: ``optimizer``, ``scheduler``, ``scaler``, ``rng``,
+                ``sampler``, ``extra``, as for :meth:`save`.
+
+        Returns:
+            A future of the :class:`CheckpointInfo` (or of the error that
+            stopped the write; nothing is listed then).
+
+        Raises:
+            ConfigError: as for :meth:`save`, at once (nothing is queued).
+        """
+        unknown = set(parts) - {"optimizer", "scheduler", "scaler", "rng", "sampler", "extra"}
+        if unknown:
+            raise ConfigError(f"save_in_background() got unknown parts {sorted(unknown)}: pass those save() takes")
+        pending = self._prepare(run_id=run_id, step=step, epoch=epoch, reason=reason, copy=True, model=model,
+                                **parts)
+        with self._guard:
+            if self._thread is None:
+                self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="onthefly-checkpoint")
+            future = self._thread.submit(self._commit, pending)
+            self._in_flight.add(future)
+        future.add_done_callback(self._in_flight.discard)
+        return future
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until every :meth:`save_in_background` of this store has finished (listed or failed).
+
+        Raises:
+            StoreError: they did not finish within ``timeout`` seconds.
+        """
+        with self._guard:
+            in_flight = list(self._in_flight)
+        _, late = concurrent.futures.wait(in_flight, timeout=timeout)
+        if late:
+            raise StoreError(
+                f"{len(late)} checkpoint(s) of {self.session_dir} were still being written after {timeout} s: "
+                "the disk is slow; wait again with a longer timeout"
+            )
+
+    def close(self) -> None:
+        """Finish the saves in flight and stop the checkpoint thread; idempotent."""
+        with self._guard:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.shutdown(wait=True)
+
+    def _prepare(self, *, run_id: str, step: int, epoch: int, reason: str, copy: bool,
+                 model: Mapping[str, torch.Tensor], **given: Any) -> _Pending:
         _check_save_args(run_id=run_id, step=step, epoch=epoch, reason=reason)
+        if not isinstance(model, Mapping):
+            raise ConfigError(
+                f"model is a {type(model).__name__}, not a state dict: pass model=module.state_dict()"
+            )
+        parts = {name: value for name, value in {"model": model, **given}.items() if value is not None}
+        skeleton, tensors = flatten(parts)
         checkpoint_id = "ck-" + secrets.token_hex(6)
-        relative = f"checkpoints/{run_id}/{checkpoint_id}.safetensors"
-        path = self.session_dir / relative
-        size, sha = save_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler,
-                                    scaler=scaler, rng=rng, sampler=sampler, extra=extra)
-        holds = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler,
-                 "rng": rng, "sampler": sampler}
+        return _Pending(
+            checkpoint_id=checkpoint_id, run_id=run_id, step=int(step), epoch=int(epoch), reason=reason,
+            relative=f"checkpoints/{run_id}/{checkpoint_id}.safetensors",
+            chunks=checkpoint_chunks(skeleton=skeleton, tensors=tensors, copy=copy),
+            holds=tuple(name for name in HOLDS if name in parts),
+        )
+
+    def _commit(self, pending: _Pending) -> CheckpointInfo:
+        """Write the file, then list it (a file that cannot be listed is removed)."""
+        path = self.session_dir / pending.relative
+        size, sha = write_chunks(path, pending.chunks)
         info = CheckpointInfo(
-            id=checkpoint_id,
-            run_id=run_id,
-            step=int(step),
-            epoch=int(epoch),
-            reason=reason,
-            path=relative,
+            id=pending.checkpoint_id,
+            run_id=pending.run_id,
+            step=pending.step,
+            epoch=pending.epoch,
+            reason=pending.reason,
+            path=pending.relative,
             bytes=size,
             sha256=sha,
-            holds=tuple(name for name in HOLDS if holds[name] is not None),
+            holds=pending.holds,
             created_at=time.time(),
         )
         try:

@@ -445,6 +445,15 @@ class SessionStore:
                 self._writer = ShardWriter(self.dir, self.catalog)
             return self._writer
 
+    def settle(self) -> None:
+        """Wait until everything handed to the background (shard rows, checkpoint files) is on disk and listed."""
+        with self._guard:
+            self._require_open()
+            checkpoints = self._checkpoints
+        if checkpoints is not None:
+            checkpoints.wait()
+        self.writer.flush()
+
     @property
     def checkpoints(self) -> CheckpointStore:
         """Save and load checkpoints of this session."""
@@ -463,6 +472,8 @@ class SessionStore:
                 return
             self._closed = True
         try:
+            if self._checkpoints is not None:
+                self._checkpoints.close()  # listed before the catalog closes
             if self._writer is not None:
                 self._writer.close()
         finally:

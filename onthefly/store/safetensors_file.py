@@ -35,7 +35,10 @@ from onthefly.errors import (
 )
 from onthefly.store.durable import fsync_folder
 
-__all__ = ["FORMAT_VERSION", "PARTIAL_SUFFIX", "write_checkpoint_file", "read_checkpoint_file"]
+__all__ = [
+    "FORMAT_VERSION", "PARTIAL_SUFFIX", "checkpoint_chunks", "write_chunks", "write_checkpoint_file",
+    "read_checkpoint_file",
+]
 
 FORMAT_VERSION = 1
 """Version of the checkpoint layout this module writes and the newest it reads."""
@@ -90,13 +93,36 @@ def write_checkpoint_file(path: Path, *, skeleton: Any, tensors: Mapping[str, to
     Example:
         >>> size, sha = write_checkpoint_file(tmp / "ck.safetensors", skeleton=skeleton, tensors=tensors)
     """
+    return write_chunks(path, checkpoint_chunks(skeleton=skeleton, tensors=tensors))
+
+
+def checkpoint_chunks(*, skeleton: Any, tensors: Mapping[str, torch.Tensor], copy: bool = False) -> list[Any]:
+    """The bytes of a checkpoint file, in order: the header, then each tensor's memory.
+
+    With ``copy``, every tensor is copied first, so the chunks stay the same
+    while training goes on changing the live state (a save finished on
+    another thread); without, CPU tensors that are already contiguous are
+    referenced as they are.
+
+    Raises:
+        ConfigError: a tensor's dtype cannot be stored in safetensors.
+    """
     metadata = {
         _META_FORMAT: _FORMAT,
         _META_VERSION: str(FORMAT_VERSION),
         _META_SKELETON: json.dumps(skeleton, separators=(",", ":"), allow_nan=False),
     }
-    header, buffers = _layout(tensors, metadata)
-    return _write_atomic(path, [header, *buffers])
+    header, buffers = _layout(tensors, metadata, copy=copy)
+    return [header, *buffers]
+
+
+def write_chunks(path: Path, chunks: list[Any]) -> tuple[int, str]:
+    """Write :func:`checkpoint_chunks` to ``path`` atomically: ``(bytes, sha256)``.
+
+    Raises:
+        StoreError: the file could not be written (disk full, permissions).
+    """
+    return _write_atomic(path, chunks)
 
 
 def read_checkpoint_file(path: Path, *, sha256: str | None) -> tuple[Any, dict[str, torch.Tensor]]:
@@ -138,7 +164,9 @@ def read_checkpoint_file(path: Path, *, sha256: str | None) -> tuple[Any, dict[s
     return skeleton, tensors
 
 
-def _layout(tensors: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> tuple[bytes, list[memoryview]]:
+def _layout(
+    tensors: Mapping[str, torch.Tensor], metadata: dict[str, str], *, copy: bool = False
+) -> tuple[bytes, list[memoryview]]:
     """The safetensors header and the tensor bytes, in file order.
 
     Tensors are ordered by element size, largest first, so every tensor
@@ -152,7 +180,7 @@ def _layout(tensors: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> tu
                 f"{key} has dtype {tensor.dtype}, which safetensors cannot store: convert it "
                 f"(supported: {', '.join(str(d).removeprefix('torch.') for d in _CODES)})"
             )
-        entries.append((key, code, tensor.to("cpu").contiguous()))
+        entries.append((key, code, tensor.detach().to("cpu", copy=copy).contiguous()))
     entries.sort(key=lambda entry: -entry[2].element_size())
     header: dict[str, Any] = {"__metadata__": metadata}
     buffers = []

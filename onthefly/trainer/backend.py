@@ -26,9 +26,24 @@ from .console import Console
 from .control import Controller
 from .session import SessionHandle
 
-__all__ = ["TrainingSession", "Position"]
+__all__ = ["TrainingSession", "Position", "written_in_background"]
 
 _HEARTBEAT = 5.0  # seconds between the words rank 0 sends the other ranks while paused
+
+
+def written_in_background(reason: str) -> bool:
+    """Whether a checkpoint taken for ``reason`` is written while training goes on.
+
+    The automatic epoch checkpoints are: nobody waits for them, and on a big
+    model their write and fsync would stall every epoch. The ones a caller
+    waits for (manual, pause, export, final) are written before the call
+    returns.
+
+    Example:
+        >>> written_in_background("epoch"), written_in_background("manual")
+        (True, False)
+    """
+    return reason == "epoch"
 
 
 class Position:
@@ -209,6 +224,27 @@ class TrainingSession:
         self._console.note(f"{split} loss {loss:.4f}{shown}" if finite else f"{split} loss not finite{shown}")
         return payload
 
+    def _store_checkpoint(self, reason: str, **state: Any) -> dict[str, Any]:
+        """Save a checkpoint of the run: epoch checkpoints are written on the store's checkpoint
+        thread while training goes on (see :func:`written_in_background`), the others before this returns.
+
+        Returns:
+            The checkpoint's event payload, or ``{}`` when it is still being written.
+        """
+        checkpoints = self._session_store.checkpoints
+        if written_in_background(reason):
+            future = checkpoints.save_in_background(reason=reason, **state)
+            future.add_done_callback(lambda done: self._checkpoint_written(done, reason))
+            return {}
+        return self._record_checkpoint(checkpoints.save(reason=reason, **state), reason)
+
+    def _checkpoint_written(self, future: Any, reason: str) -> None:
+        error = future.exception()
+        if error is None:
+            self._record_checkpoint(future.result(), reason)
+        else:
+            self._log("error", f"the {reason} checkpoint could not be written: {error}", kind="checkpoint")
+
     def _record_checkpoint(self, info, reason: str) -> dict[str, Any]:
         self._last_checkpoint = info.id
         payload = {"id": info.id, "run": info.run_id, "step": info.step, "epoch": info.epoch,
@@ -218,7 +254,7 @@ class TrainingSession:
 
     def _finish_run(self, status: str) -> None:
         pos = self._position()
-        self._session_store.writer.flush()
+        self._session_store.settle()
         self._session_store.catalog.set_run_status(pos.run_id, status, ended=True)
         self._control.set_state("finished")
         self._notify("run", self._run_payload(pos.run_id))

@@ -109,7 +109,7 @@ class SessionHandle(DataOperations):
         from ..store.query import connect, refresh
 
         store = self._trainer._require_store()
-        store.writer.flush()
+        store.settle()
         if self._con is None:
             self._con = connect(store.dir)
         else:

@@ -190,7 +190,7 @@ class Trainer(TrainingSession):
             finally:
                 self._fitting = False
                 self._control.end()
-                self._session_store.writer.flush()
+                self._session_store.settle()
         return model
 
     # ------------------------------------------------------------------ set-up
@@ -551,8 +551,8 @@ class Trainer(TrainingSession):
                 return {}  # written once, by rank 0, with every rank's generators
             rng = {**rng, "ranks": [dist.unpack_rng(state) for state in states]}
         store = self._session_store
-        info = store.checkpoints.save(
-            run_id=fit.run_id, step=fit.step, epoch=fit.epoch, reason=reason,
+        return self._store_checkpoint(
+            reason, run_id=fit.run_id, step=fit.step, epoch=fit.epoch,
             model=fit.module.state_dict(), optimizer=fit.optimizer.state_dict(),
             scheduler=fit.scheduler.state_dict() if fit.scheduler is not None else None,
             scaler=fit.scaler.state_dict() if fit.scaler is not None else None,
@@ -563,7 +563,6 @@ class Trainer(TrainingSession):
                    "run": {"id": fit.run_id, "name": self.config.run_name or "run", "kind": "base", "status": "running"},
                    "config": self.config.as_dict(), "version": __version__},
         )
-        return self._record_checkpoint(info, reason)
 
     # ------------------------------------------------------------------ several processes
     def _boundary(self) -> bool:

@@ -13,6 +13,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -440,6 +441,65 @@ def test_store_refuses_bad_arguments_and_leaves_no_file_when_the_catalog_refuses
     escaped = dataclasses.replace(info, path="../../outside.safetensors")  # a tampered catalog row
     with pytest.raises(CorruptFileError, match="outside"):
         store.path_of(escaped)
+
+
+def test_a_background_save_writes_the_state_as_it_was_when_called(session):
+    session_dir, catalog, run_id = session
+    store = CheckpointStore(session_dir, catalog)
+    model, optimizer, _ = _trained("adam")
+    expected_model = copy.deepcopy(model.state_dict())
+    expected_optimizer = copy.deepcopy(optimizer.state_dict())
+    gate = threading.Event()
+    real_commit = store._commit
+    store._commit = lambda pending: (gate.wait(10), real_commit(pending))[1]  # hold the write back
+
+    future = store.save_in_background(run_id=run_id, step=4, epoch=1, reason="epoch", model=model.state_dict(),
+                                      optimizer=optimizer.state_dict(), rng=_rng_state())
+    with torch.no_grad():  # training goes on, in place, while the file is not written yet
+        for p in model.parameters():
+            p.add_(1.0)
+    for state in optimizer.state.values():
+        for value in state.values():
+            if isinstance(value, torch.Tensor):
+                value.mul_(3.0)
+    assert catalog.checkpoints(run_id) == []  # not listed before its file is complete
+    gate.set()
+    info = future.result(10)
+    store.wait()
+
+    assert catalog.latest_checkpoint(run_id) == info and info.reason == "epoch" and info.step == 4
+    loaded = store.load(info.id)
+    _assert_same(expected_model, loaded.model)
+    _assert_same(expected_optimizer, loaded.optimizer)
+    store.close()
+
+
+def test_a_failed_background_save_is_reported_by_its_future_and_lists_nothing(session):
+    from onthefly.errors import StoreError
+
+    session_dir, catalog, run_id = session
+    store = CheckpointStore(session_dir, catalog)
+    future = store.save_in_background(run_id="nosuchrun", step=0, epoch=0, reason="epoch",
+                                      model={"w": torch.ones(2)})
+    with pytest.raises(StoreError, match="no run 'nosuchrun'"):
+        future.result(10)
+    store.wait()
+    assert catalog.checkpoints() == []
+    assert not any(p.is_file() for p in (session_dir / "checkpoints").rglob("*"))
+    with pytest.raises(ConfigError, match="step"):  # bad arguments are refused at once, nothing is queued
+        store.save_in_background(run_id=run_id, step=-1, epoch=0, reason="epoch", model={})
+    store.close()
+
+
+def test_closing_the_store_finishes_the_saves_in_flight(session):
+    session_dir, catalog, run_id = session
+    store = CheckpointStore(session_dir, catalog)
+    futures = [store.save_in_background(run_id=run_id, step=i, epoch=i, reason="epoch",
+                                        model={"w": torch.full((1000,), float(i))}) for i in range(3)]
+    store.close()
+    assert all(f.done() for f in futures)
+    assert [c.step for c in catalog.checkpoints(run_id)] == [0, 1, 2]
+    assert float(store.load(catalog.latest_checkpoint(run_id).id).model["w"][0]) == 2.0
 
 
 def _partials(session_dir: Path) -> list[Path]:

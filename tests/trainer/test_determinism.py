@@ -90,3 +90,27 @@ def test_a_run_resumed_from_a_checkpoint_in_a_new_process_matches_bitwise(tmp_pa
     assert not all(
         (straight[k] == load_file(tmp_path / "first.safetensors")[k]).all() for k in straight
     ), "the resumed process trained nothing"
+
+
+def test_an_epoch_checkpoint_written_while_training_goes_on_holds_that_epochs_state(monkeypatch):
+    from onthefly.store.checkpoints import CheckpointStore, load_checkpoint
+
+    after_one_epoch, _ = train(max_epochs=1)
+    real_commit = CheckpointStore._commit
+
+    def slow_commit(self, pending):
+        time.sleep(0.3)  # the next epoch changes the live weights and optimizer state in place meanwhile
+        return real_commit(self, pending)
+
+    monkeypatch.setattr(CheckpointStore, "_commit", slow_commit)
+    model, optimizer, scheduler = build()
+    train_loader, val_loader, _ = loaders()
+    trainer = Trainer(project="det", max_epochs=2, val_every_n_epochs=1, connect_dashboard=False, progress=False)
+    trainer.fit(model=model, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), train_loader=train_loader,
+                val_loader=val_loader, scheduler=scheduler)
+    store = trainer._session_store
+    listed = store.catalog.checkpoints()  # fit returned: every epoch checkpoint is written and listed
+    assert [(c.reason, c.epoch) for c in listed] == [("epoch", 1), ("epoch", 2), ("final", 2)]
+    first = load_checkpoint(store.checkpoints.path_of(listed[0]), sha256=listed[0].sha256)
+    trainer.close()
+    assert_bitwise_equal(after_one_epoch, first.model)
