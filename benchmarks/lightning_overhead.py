@@ -1,7 +1,9 @@
 """Whole-process cost of attach_lightning: Lightning trainer.fit with and without it.
 
 Each variant runs in its own process on the same model, data and seed; runs
-alternate (plain, attached, attached, plain, ...) and the median wall times are compared.
+alternate (each variant takes its turn at going first in a round) and the
+median wall times are compared. With ``--tensorboard``, a third variant runs
+Lightning with its own TensorBoardLogger logging every step, for comparison.
 
     .venv/bin/python benchmarks/lightning_overhead.py --rounds 5
 
@@ -70,8 +72,14 @@ def child(variant: str, epochs: int) -> None:
     val = DataLoader(TensorDataset(x[3584:], y[3584:]), batch_size=256)
     model = CNN()
     clock = StepClock()
-    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="cpu", devices=1, callbacks=[clock])
+    logger = False
+    if variant == "tensorboard":  # Lightning's own default logger, logging every step like attach_lightning
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        logger = TensorBoardLogger(tempfile.mkdtemp(prefix="tb-"), name="bench")
+    trainer = L.Trainer(max_epochs=epochs, logger=logger, log_every_n_steps=1, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1,
+                        callbacks=[clock])
     if variant == "attached":
         from onthefly import attach_lightning
 
@@ -87,29 +95,35 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--child", choices=("plain", "attached"))
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also run Lightning with its TensorBoardLogger (logging every step), no attach")
+    parser.add_argument("--child", choices=("plain", "attached", "tensorboard"))
     args = parser.parse_args()
     if args.child:
         child(args.child, args.epochs)
         return
-    times: dict[str, list[float]] = {"plain": [], "attached": []}
-    steps: dict[str, list[float]] = {"plain": [], "attached": []}
+    variants = ["plain", "attached"] + (["tensorboard"] if args.tensorboard else [])
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    steps: dict[str, list[float]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as home:
         env = dict(os.environ, ONTHEFLY_HOME=home, PYTHONWARNINGS="ignore")
         for round_number in range(args.rounds):
-            for variant in list(times)[:: 1 if round_number % 2 == 0 else -1]:  # alternate who goes first
+            shift = round_number % len(variants)
+            for variant in variants[shift:] + variants[:shift]:  # each variant takes its turn at going first
                 start = time.perf_counter()
                 done = subprocess.run([sys.executable, __file__, "--child", variant, "--epochs", str(args.epochs)],
                                       env=env, check=True, capture_output=True, cwd=home, text=True)
                 times[variant].append(time.perf_counter() - start)
                 steps[variant].append(float(done.stdout.split("step_ms")[-1]))
-    plain, attached = statistics.median(times["plain"]), statistics.median(times["attached"])
-    runs = "; ".join(f"{v} " + " ".join(f"{t:.2f}" for t in times[v]) for v in times)
-    step_plain, step_attached = statistics.median(steps["plain"]), statistics.median(steps["attached"])
-    print(f"lightning_overhead cnn epochs={args.epochs} rounds={args.rounds}: plain {plain:.2f} s, "
-          f"attached {attached:.2f} s, ratio {attached / plain:.3f} (runs: {runs})")
-    print(f"  median step: plain {step_plain:.2f} ms, attached {step_attached:.2f} ms, "
-          f"ratio {step_attached / step_plain:.3f} (+{1e3 * (step_attached - step_plain):.0f} us)")
+    wall = {v: statistics.median(times[v]) for v in variants}
+    step = {v: statistics.median(steps[v]) for v in variants}
+    print(f"lightning_overhead cnn epochs={args.epochs} rounds={args.rounds}: plain {wall['plain']:.2f} s")
+    for v in variants[1:]:
+        print(f"  {v}: {wall[v]:.2f} s, ratio {wall[v] / wall['plain']:.3f}; median step {step[v]:.2f} ms "
+              f"against {step['plain']:.2f} ms, ratio {step[v] / step['plain']:.3f}")
+    for v in variants:
+        print(f"  runs {v}: " + " ".join(f"{t:.2f}" for t in times[v]) + "  steps: "
+              + " ".join(f"{t:.1f}" for t in steps[v]))
 
 
 if __name__ == "__main__":

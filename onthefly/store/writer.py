@@ -73,6 +73,18 @@ __all__ = [
 ROW_GROUP_ROWS = 128 * 1024
 """Rows per Parquet row group: a one-sample lookup reads about this many rows."""
 
+FLUSH_INTERVAL = 2.0
+"""Default seconds a logged row may wait before it is in a listed part.
+
+Each part costs a few milliseconds of a writer thread (build, Parquet write,
+fsync, catalog row) whatever its size, which a training loop sharing the
+CPU pays for; a query through the session handle (``trainer.session.query``,
+which the dashboard uses) flushes first and sees every row logged so far
+whatever the interval. What the interval bounds is what a crash loses and how
+fresh a reader that opens the files itself (``onthefly.sql()``, the CLI,
+another process) finds a live session.
+"""
+
 MAX_LIVE_PARTS = 32
 """A pass (or a run's steps) with more live files than this gets merged."""
 
@@ -207,13 +219,15 @@ class ShardWriter:
         session_dir: Path,
         catalog: Catalog,
         *,
-        flush_interval: float = 0.5,
+        flush_interval: float = FLUSH_INTERVAL,
         max_queue: int = 256,
         retire_grace: float = 30.0,
         on_summary: Callable[[EpochSummary], None] | None = None,
     ) -> None:
         if not flush_interval > 0:
-            raise ConfigError(f"flush_interval={flush_interval!r} is not positive: pass seconds > 0 (default 0.5)")
+            raise ConfigError(
+                f"flush_interval={flush_interval!r} is not positive: pass seconds > 0 (default {FLUSH_INTERVAL})"
+            )
         if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 1:
             raise ConfigError(f"max_queue={max_queue!r} is not a positive integer: pass >= 1 (default 256)")
         if not retire_grace >= 0:
@@ -238,6 +252,7 @@ class ShardWriter:
         # Commit-worker state.
         self._live: dict[tuple, list[ShardInfo]] = {}  # open pass, or ("steps", run_id) -> its files
         self._step_runs: set[str] = set()
+        self._retired_due = [0.0]  # when retired files may be deleted (first: whatever an earlier writer left)
         self._counters: dict[Path, int] = {}
         self._prepare = _Worker("onthefly-shard-prepare")
         self._commit = _Worker("onthefly-shard-commit")
@@ -514,7 +529,7 @@ class ShardWriter:
             try:
                 self._submit_due(everything=False)
                 if not stop and time.monotonic() >= self._next_gc:
-                    self._commit.submit(self._guard, self._collect_retired)
+                    self._commit.submit(self._guard, self._collect_due)
                     self._next_gc = time.monotonic() + _GC_EVERY
             except Exception as exc:  # noqa: BLE001 - the thread must survive; the caller sees it later
                 self._record(exc)
@@ -711,12 +726,14 @@ class ShardWriter:
             "level": level, "sealed": sealed,
         }  # fmt: skip
         try:
-            if retire:
-                return self._catalog.compact_shards(retire_ids=[s.id for s in retire], new=new)
-            return self._catalog.add_shard(**new)
+            if not retire:
+                return self._catalog.add_shard(**new)
+            listed = self._catalog.compact_shards(retire_ids=[s.id for s in retire], new=new)
         except Exception:
             final.unlink(missing_ok=True)  # never listed: nobody can be reading it
             raise
+        self._retired_due.append(time.time() + self._grace)  # taken after their retired_at
+        return listed
 
     def _read_all(self, shards: Sequence[ShardInfo]) -> list[pa.Table]:
         tables = []
@@ -741,6 +758,14 @@ class ShardWriter:
             self._counters[directory] = max([int(m.group(1)) for m in found if m] + [0])
         self._counters[directory] += 1
         return folder / f"{prefix}{self._counters[directory]:06d}.parquet"
+
+    def _collect_due(self) -> None:
+        """The periodic look for retired files: asks the catalog only once some may be past their grace period."""
+        now = time.time()
+        if not any(due < now for due in self._retired_due):
+            return
+        self._retired_due = [due for due in self._retired_due if due >= now]
+        self._collect_retired()
 
     def _collect_retired(self) -> None:
         old = self._catalog.retired_shards(older_than=time.time() - self._grace)

@@ -235,6 +235,31 @@ def test_merged_away_files_stay_on_disk_during_the_grace_period(session):
     assert [s.id for s in catalog.retired_shards(older_than=time.time() + 1)] == [part.id]
 
 
+def test_the_periodic_look_deletes_retired_files_once_their_grace_ends_and_only_then_asks_the_catalog(
+    session, monkeypatch
+):
+    session_dir, catalog, run = session
+    asked = []
+    real = catalog.retired_shards
+    monkeypatch.setattr(catalog, "retired_shards", lambda **kw: (asked.append(time.time()), real(**kw))[1])
+    with ShardWriter(session_dir, catalog, retire_grace=0.5) as writer:
+        time.sleep(1.5)  # a writer with nothing retired: one look at start (files an earlier writer left)
+        assert len(asked) == 1
+        writer.log_samples(run, "train", 0, 0, np.array([1]), np.array([1.0]))
+        writer.flush()
+        (part,) = catalog.active_shards("samples")
+        writer.end_pass(run, "train", 0, 0).result(timeout=30)  # the part is merged away, retired
+        assert (session_dir / part.path).is_file()
+        deadline = time.monotonic() + 10
+        while (session_dir / part.path).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not (session_dir / part.path).exists()  # deleted while the writer is open, not at close
+        assert catalog.retired_shards(older_than=time.time() + 1) == []
+        looks = len(asked)
+        time.sleep(1.5)
+        assert len(asked) == looks  # nothing retired any more: the catalog is not asked again
+
+
 @pytest.mark.parametrize(
     ("levels", "expected"),
     [
