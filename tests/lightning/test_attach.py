@@ -71,6 +71,23 @@ def test_every_train_sample_is_recorded_once_per_epoch_and_sanity_checks_are_not
     assert all("val_loss" in r[0] for r in val)
 
 
+def test_a_query_during_fit_sees_every_row_of_the_steps_done_so_far():
+    seen = {}
+
+    def drive(session):
+        while session.status()["step"] < 3:
+            time.sleep(0.005)
+        session.pause()
+        step = session.status()["step"]  # paused: no step runs while we look
+        seen["step"] = step
+        seen["rows"] = session.query("SELECT count(*), max(step) FROM samples WHERE split = 'train'")["rows"]
+        session.resume()
+
+    fit(epochs=2, drive=drive)
+    # 16 samples a batch; the rows the loop still held were handed to the writer for the query
+    assert seen["rows"] == [[16 * seen["step"], seen["step"]]] or seen["step"] == 8 and seen["rows"][0][0] == 120
+
+
 def test_pause_test_checkpoint_and_resume_from_another_thread_leave_the_run_unchanged():
     seen = {}
 

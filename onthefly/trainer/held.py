@@ -1,0 +1,157 @@
+"""Per-sample rows held on the training thread and handed to the writer a few steps at a time.
+
+Once a step, after the model's kernels, every small piece of work on the
+training thread starts cold and costs several times what it costs in a loop
+(docs/benchmarks.md). So instead of converting and queueing each batch's rows
+at once, the loop keeps references to the batch's tensors (:class:`HeldBatch`)
+and every :data:`HOLD_STEPS` steps, or :data:`HOLD_SECONDS` after the first
+held batch, :class:`HeldRows` concatenates them and makes one
+``log_samples`` call per pass: one device-to-host copy and one queue entry
+for many steps.
+
+The tensors are held by reference until then: the concatenation copies them,
+and the loop must not write into a batch's outputs or targets in place
+within that window (the writer's own rule for the arrays it is handed).
+
+:func:`merged` decides what is logged (a pure function); :class:`HeldRows`
+holds, times and hands over.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["HOLD_SECONDS", "HOLD_STEPS", "HeldBatch", "HeldRows", "merged"]
+
+HOLD_STEPS = 16
+"""Batches held before they are handed to the writer together."""
+
+HOLD_SECONDS = 0.25
+"""The longest a held batch waits (slow steps are handed over every step)."""
+
+
+@dataclass(frozen=True)
+class HeldBatch:
+    """One batch's per-sample rows, as the loop produced them.
+
+    Attributes:
+        run_id, split, epoch, step: where the rows go.
+        ids: the sample ids (numpy, one per row).
+        loss: the per-sample losses, ``[n]`` float32 on any device.
+        scores: ``[n, C]`` CPU class scores, with ``label``, for the writer to
+            derive pred, correct and margin from; or None.
+        label: ``[n]`` integer labels going with ``scores``; or None.
+        fields: classification fields already computed (numpy, one per row),
+            when ``scores`` is None.
+    """
+
+    run_id: str
+    split: str
+    epoch: int
+    step: int
+    ids: np.ndarray
+    loss: torch.Tensor
+    scores: torch.Tensor | None = None
+    label: torch.Tensor | None = None
+    fields: dict[str, np.ndarray] | None = None
+
+    def layout(self) -> tuple:
+        """What must be equal for batches to be logged in one call."""
+        extra = "scores" if self.scores is not None else tuple(sorted(self.fields or ()))
+        return self.run_id, self.split, self.epoch, extra
+
+
+def merged(batches: Sequence[HeldBatch]) -> list[tuple[str, str, int, dict[str, Any]]]:
+    """Runs of consecutive batches with the same layout, each as ``(run_id, split, epoch, log_samples kwargs)``.
+
+    The kwargs hold numpy arrays copied out of the tensors (``sample_id``,
+    ``loss``, one ``step`` per row, and ``label``/``scores`` or the fields),
+    in the order the batches were held.
+
+    Example:
+        >>> b = HeldBatch("r", "train", 0, 5, np.arange(2), torch.ones(2))
+        >>> [(split, kw["step"].tolist()) for _, split, _, kw in merged([b, b])]
+        [('train', [5, 5, 5, 5])]
+    """
+    out = []
+    start = 0
+    while start < len(batches):
+        layout = batches[start].layout()
+        end = start + 1
+        while end < len(batches) and batches[end].layout() == layout:
+            end += 1
+        out.append((*layout[:3], _columns(batches[start:end])))
+        start = end
+    return out
+
+
+def _columns(run: Sequence[HeldBatch]) -> dict[str, Any]:
+    counts = [len(b.ids) for b in run]
+    with torch.no_grad():
+        columns: dict[str, Any] = {
+            "step": np.repeat(np.array([b.step for b in run], dtype=np.int64), counts),
+            "sample_id": np.concatenate([b.ids for b in run]),
+            "loss": _host(torch.cat([b.loss for b in run])),
+        }
+        first = run[0]
+        if first.scores is not None:
+            columns["scores"] = _host(torch.cat([b.scores for b in run]).float())
+            columns["label"] = _host(torch.cat([b.label for b in run])).astype(np.int64, copy=False)
+        elif first.fields:
+            for name in first.fields:
+                columns[name] = np.concatenate([b.fields[name] for b in run])
+    return columns
+
+
+def _host(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy()
+
+
+class HeldRows:
+    """Holds the loop's batches and hands them to ``log`` a few steps at a time.
+
+    Args:
+        log: called as ``log(run_id, split, epoch, **kwargs)`` with the kwargs
+            of :func:`merged`, on the thread that releases.
+        steps / seconds: when a release is due (see the module docstring).
+
+    :meth:`add` runs on the training thread; :meth:`release` on any thread
+    (a query releases what is held so that it sees every row logged so far):
+    releases are serialised, so rows reach ``log`` in the order they were held.
+    """
+
+    def __init__(self, log: Callable[..., None], *, steps: int = HOLD_STEPS, seconds: float = HOLD_SECONDS) -> None:
+        self._log = log
+        self._steps = steps
+        self._seconds = seconds
+        self._held: list[HeldBatch] = []
+        self._since = 0.0
+        self._lock = threading.Lock()
+
+    def add(self, batch: HeldBatch) -> None:
+        """Hold one batch; release everything held once a release is due."""
+        now = time.monotonic()
+        with self._lock:
+            if not self._held:
+                self._since = now
+            self._held.append(batch)
+            due = len(self._held) >= self._steps or now - self._since >= self._seconds
+        if due:
+            self.release()
+
+    def release(self) -> None:
+        """Hand everything held to ``log`` now."""
+        with self._lock:
+            held, self._held = self._held, []
+            for run_id, split, epoch, columns in merged(held):
+                self._log(run_id, split, epoch, **columns)
+
+    def __len__(self) -> int:
+        return len(self._held)
