@@ -250,7 +250,7 @@ class LightningRun(LightningSession):
             self._in_loop = False
             self._control.end()
             if self._session_store is not None:
-                self._rows.release()
+                self._release_rows()
                 self._session_store.settle()
 
     def _open_run(self, resume: Any) -> None:

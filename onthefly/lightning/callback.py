@@ -50,13 +50,13 @@ from ..trainer.console import Console
 from ..trainer.control import Controller
 from ..trainer.session import SessionHandle
 from ..trainer.classify import classification_fields, classification_kind, scores_deferred
-from ..trainer.held import HeldBatch, HeldRows
+from ..trainer.held import HeldBatch, Holding, merged
 from ..trainer.metrics import StepMeter, total_grad_norm
 from ..trainer.rng import capture_rng, preserved_rng, restore_rng
 from .checkpoint import CAPTURE_PATH, to_store
 from .loaders import LightningBatches
 from .loss import RecordingLoss, find_loss
-from .metrics import logged_values, step_loss
+from .metrics import logged_values, step_loss, step_rows
 
 __all__ = ["LightningSession"]
 
@@ -116,7 +116,8 @@ class LightningSession(TrainingSession):
         self._launcher_pid = os.getpid()
         self._loss_site = find_loss(model, loss_fn)
         self._recorder = RecordingLoss(self._loss_site[2], claim=self.claim, record=self.record)
-        self._rows = HeldRows(self._log_rows)
+        self._rows = Holding(self._log_rows)
+        self._steps = Holding(self._log_steps)
 
     # ------------------------------------------------------------------ position
     def _position(self) -> Position:
@@ -132,7 +133,7 @@ class LightningSession(TrainingSession):
 
     # ------------------------------------------------------------------ pickling (ddp_spawn)
     _PROCESS_LOCAL = ("_session_store", "_link", "_control", "_model_lock", "_console", "session", "_meter",
-                      "_recorder", "_dist", "_coll", "_captured", "_grad_norm", "_current", "_rows")
+                      "_recorder", "_dist", "_coll", "_captured", "_grad_norm", "_current", "_rows", "_steps")
 
     def __getstate__(self) -> dict[str, Any]:
         # ddp_spawn sends the trainer, and so this callback, to each new process: what belongs to this
@@ -150,7 +151,8 @@ class LightningSession(TrainingSession):
         self._console = Console(enabled=self._progress)
         self.session = SessionHandle(self)
         self._recorder = RecordingLoss(self._loss_site[2], claim=self.claim, record=self.record)
-        self._rows = HeldRows(self._log_rows)
+        self._rows = Holding(self._log_rows)
+        self._steps = Holding(self._log_steps)
 
     # ------------------------------------------------------------------ the recording loss
     def claim(self) -> np.ndarray | None:
@@ -185,17 +187,20 @@ class LightningSession(TrainingSession):
             self._rows.add(HeldBatch(self._run_id, batch.split, batch.epoch, batch.step, ids, per_sample,
                                      scores=scores, label=label, fields=fields))
 
-    def _log_rows(self, run_id: str, split: str, epoch: int, *, step: np.ndarray, sample_id: np.ndarray,
-                  loss: np.ndarray, **fields: np.ndarray) -> None:
-        """Hand held rows to the writer (see :class:`~onthefly.trainer.held.HeldRows`)."""
-        self._session_store.writer.log_samples(run_id, split, epoch, step, sample_id, loss, **fields)
-        if split != "train":
-            finite = loss[np.isfinite(loss)]
-            self._eval_sum += float(finite.sum())
-            self._eval_count += int(finite.size)
+    def _log_rows(self, held: list[HeldBatch]) -> None:
+        """Hand held per-sample rows to the writer (see :mod:`onthefly.trainer.held`)."""
+        writer = self._session_store.writer
+        for run_id, split, epoch, columns in merged(held):
+            loss = columns.pop("loss")
+            writer.log_samples(run_id, split, epoch, columns.pop("step"), columns.pop("sample_id"), loss, **columns)
+            if split != "train":
+                finite = loss[np.isfinite(loss)]
+                self._eval_sum += float(finite.sum())
+                self._eval_count += int(finite.size)
 
     def _release_rows(self) -> None:
         self._rows.release()
+        self._steps.release()
 
     # ------------------------------------------------------------------ training hooks
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
@@ -209,7 +214,7 @@ class LightningSession(TrainingSession):
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         self._in_loop = False
-        self._rows.release()
+        self._release_rows()
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         loader = self._handed.get("train")
@@ -245,24 +250,29 @@ class LightningSession(TrainingSession):
             self._step_losses.append(loss)
         step = int(trainer.global_step)
         if step > self._logged_step and self._leader():  # an optimizer step happened in this batch
-            self._log_step(trainer, step)
+            self._hold_step(trainer, step)
         meter.data_start()
 
-    def _log_step(self, trainer: Any, step: int) -> None:
+    def _hold_step(self, trainer: Any, step: int) -> None:
+        """The step's row, with its loss and gradient norm still tensors, held for :meth:`_log_steps`."""
         losses, self._step_losses = self._step_losses, []
         norm, self._grad_norm = self._grad_norm, None
         optimizers = trainer.optimizers
         lr = optimizers[0].param_groups[0].get("lr") if optimizers else None
-        row = self._meter.row(step=step, epoch=int(trainer.current_epoch),
-                              loss=sum(losses) / len(losses) if losses else math.nan,
-                              lr=lr, grad_norm=None if norm is None else float(norm))
+        row = self._meter.row(step=step, epoch=int(trainer.current_epoch), loss=math.nan, lr=lr, grad_norm=None)
         row.update(logged_values(trainer.callback_metrics, stage="train"))
         self._logged_step = step
-        self._last_loss = row["loss"]
-        self._session_store.writer.log_step(self._run_id, row)
-        if self._link is not None:
-            self._link.push_step(row)
-        self._console.step(step, row["loss"])
+        self._steps.add((row, losses, norm))
+
+    def _log_steps(self, held: list[tuple[dict, list, Any]]) -> None:
+        """Fill in the held rows' loss and gradient norm (one host copy for all of them) and log them."""
+        rows = step_rows(held)
+        self._session_store.writer.log_steps(self._run_id, rows)
+        for row in rows:
+            if self._link is not None:
+                self._link.push_step(row)
+            self._console.step(row["step"], row["loss"])
+        self._last_loss = rows[-1]["loss"]
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if self._run_id is None:
@@ -271,7 +281,7 @@ class LightningSession(TrainingSession):
         if self._coll is not None:  # the ranks agree, so all of them take the epoch checkpoint or none does
             stopped = not self._coll.all_true(not stopped)
         epoch, step = int(trainer.current_epoch), int(trainer.global_step)
-        self._rows.release()
+        self._release_rows()
         writer = self._session_store.writer
         metrics = {"partial": True} if stopped else None
         future = writer.end_pass(self._run_id, "train", epoch, step, metrics=metrics)
@@ -318,7 +328,7 @@ class LightningSession(TrainingSession):
 
     def _eval_end(self, split: str, trainer: Any) -> None:
         self._current = None
-        self._rows.release()
+        self._release_rows()
         if self._run_id is None or split not in self._handed or trainer.sanity_checking or not self._eval_count \
                 or not self._leader():
             return
@@ -554,7 +564,7 @@ class LightningSession(TrainingSession):
         self._in_loop = False
         self._control.end()
         if self._session_store is not None:
-            self._rows.release()
+            self._release_rows()
             self._session_store.settle()
         if os.getpid() != self._launcher_pid:  # a ddp_spawn process: it ends without running atexit handlers
             self.close()

@@ -5,15 +5,15 @@ training thread starts cold and costs several times what it costs in a loop
 (docs/benchmarks.md). So instead of converting and queueing each batch's rows
 at once, the loop keeps references to the batch's tensors (:class:`HeldBatch`)
 and every :data:`HOLD_STEPS` steps, or :data:`HOLD_SECONDS` after the first
-held batch, :class:`HeldRows` concatenates them and makes one
-``log_samples`` call per pass: one device-to-host copy and one queue entry
-for many steps.
+held batch, they are handed over together (:class:`Holding`): :func:`merged`
+concatenates them into one ``log_samples`` call per pass, one device-to-host
+copy and one queue entry for many steps. Step rows are held the same way.
 
 The tensors are held by reference until then: the concatenation copies them,
 and the loop must not write into a batch's outputs or targets in place
 within that window (the writer's own rule for the arrays it is handed).
 
-:func:`merged` decides what is logged (a pure function); :class:`HeldRows`
+:func:`merged` decides what is logged (a pure function); :class:`Holding`
 holds, times and hands over.
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["HOLD_SECONDS", "HOLD_STEPS", "HeldBatch", "HeldRows", "merged"]
+__all__ = ["HOLD_SECONDS", "HOLD_STEPS", "HeldBatch", "Holding", "merged"]
 
 HOLD_STEPS = 16
 """Batches held before they are handed to the writer together."""
@@ -114,44 +114,49 @@ def _host(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy()
 
 
-class HeldRows:
-    """Holds the loop's batches and hands them to ``log`` a few steps at a time.
+class Holding:
+    """Holds what the loop produces and hands it over a few steps at a time.
 
     Args:
-        log: called as ``log(run_id, split, epoch, **kwargs)`` with the kwargs
-            of :func:`merged`, on the thread that releases.
+        hand_over: called with the list of held items, in the order they
+            were added, on the thread that releases.
         steps / seconds: when a release is due (see the module docstring).
 
     :meth:`add` runs on the training thread; :meth:`release` on any thread
     (a query releases what is held so that it sees every row logged so far):
-    releases are serialised, so rows reach ``log`` in the order they were held.
+    releases are serialised, so items are handed over in the order they were
+    held.
+
+    Example:
+        >>> rows = Holding(lambda held: [writer_log(*call) for call in merged(held)])  # doctest: +SKIP
     """
 
-    def __init__(self, log: Callable[..., None], *, steps: int = HOLD_STEPS, seconds: float = HOLD_SECONDS) -> None:
-        self._log = log
+    def __init__(self, hand_over: Callable[[list], None], *, steps: int = HOLD_STEPS,
+                 seconds: float = HOLD_SECONDS) -> None:
+        self._hand_over = hand_over
         self._steps = steps
         self._seconds = seconds
-        self._held: list[HeldBatch] = []
+        self._held: list = []
         self._since = 0.0
         self._lock = threading.Lock()
 
-    def add(self, batch: HeldBatch) -> None:
-        """Hold one batch; release everything held once a release is due."""
+    def add(self, item: Any) -> None:
+        """Hold one item; release everything held once a release is due."""
         now = time.monotonic()
         with self._lock:
             if not self._held:
                 self._since = now
-            self._held.append(batch)
+            self._held.append(item)
             due = len(self._held) >= self._steps or now - self._since >= self._seconds
         if due:
             self.release()
 
     def release(self) -> None:
-        """Hand everything held to ``log`` now."""
+        """Hand everything held over now."""
         with self._lock:
             held, self._held = self._held, []
-            for run_id, split, epoch, columns in merged(held):
-                self._log(run_id, split, epoch, **columns)
+            if held:
+                self._hand_over(held)
 
     def __len__(self) -> int:
         return len(self._held)

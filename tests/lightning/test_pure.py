@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from onthefly.lightning.checkpoint import from_store, storable, to_store
-from onthefly.lightning.metrics import logged_values, step_loss
+from onthefly.lightning.metrics import logged_values, step_loss, step_rows
 from onthefly.store.checkpoints import CheckpointData
 
 
@@ -19,9 +21,25 @@ def test_logged_values_keep_the_stage_own_scalars_only():
 
 
 def test_step_loss_reads_a_tensor_or_a_dict():
-    assert step_loss(torch.tensor(0.5)) == 0.5
-    assert step_loss({"loss": torch.tensor(0.25), "other": 1}) == 0.25
-    assert step_loss(None) is None
+    loss = torch.tensor(0.5, requires_grad=True) * 1
+    held = step_loss(loss)
+    assert isinstance(held, torch.Tensor) and not held.requires_grad and float(held) == 0.5  # read later
+    assert float(step_loss({"loss": torch.tensor(0.25), "other": 1})) == 0.25
+    assert step_loss({"loss": 2}) == 2.0
+    assert step_loss(None) is None and step_loss(torch.ones(3)) is None
+
+
+def test_step_rows_fill_in_the_mean_loss_and_the_gradient_norm_of_each_step():
+    held = [
+        ({"step": 1, "lr": 0.1}, [torch.tensor(1.0), torch.tensor([3.0])], torch.tensor(2.5)),
+        ({"step": 2, "lr": 0.1}, [0.5], None),  # accumulation, or a float logged by hand
+        ({"step": 3, "lr": 0.1}, [], torch.tensor(4.0, dtype=torch.float64)),
+    ]
+    rows = step_rows(held)
+    assert [(r["step"], r["loss"], r["grad_norm"]) for r in rows[:2]] == [(1, 2.0, 2.5), (2, 0.5, None)]
+    assert math.isnan(rows[2]["loss"]) and rows[2]["grad_norm"] == 4.0
+    assert all(r["lr"] == 0.1 for r in rows) and held[0][0] == {"step": 1, "lr": 0.1}  # held rows untouched
+    assert step_rows([]) == []
 
 
 def test_storable_drops_what_needs_pickling_and_names_it():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from onthefly.trainer.held import HeldBatch, HeldRows, merged
+from onthefly.trainer.held import HeldBatch, Holding, merged
 
 
 def batch(step: int, n: int = 3, *, split: str = "train", epoch: int = 0, scores: bool = True, run: str = "r"):
@@ -53,13 +53,13 @@ def test_the_columns_are_copies_the_loop_may_overwrite_afterwards():
 
 def test_rows_are_handed_over_every_few_steps_and_after_a_while():
     calls = []
-    rows = HeldRows(lambda run, split, epoch, **c: calls.append(c["step"].tolist()), steps=4, seconds=60)
+    rows = Holding(lambda held: calls.append([b.step for b in held]), steps=4, seconds=60)
     for step in range(1, 10):
         rows.add(batch(step, n=1))
     assert calls == [[1, 2, 3, 4], [5, 6, 7, 8]] and len(rows) == 1
     rows.release()
     assert calls[-1] == [9] and len(rows) == 0
-    slow = HeldRows(lambda run, split, epoch, **c: calls.append(c["step"].tolist()), steps=100, seconds=0.05)
+    slow = Holding(lambda held: calls.append([b.step for b in held]), steps=100, seconds=0.05)
     slow.add(batch(10, n=1))
     time.sleep(0.1)
     slow.add(batch(11, n=1))  # the first has waited past the time limit: both go now
@@ -70,12 +70,12 @@ def test_a_release_from_another_thread_is_serialised_with_the_loop():
     seen = []
     gate = threading.Event()
 
-    def log(run, split, epoch, **columns):
-        seen.extend(columns["step"].tolist())
-        if columns["step"][0] == 1:
+    def hand_over(held):
+        seen.extend(b.step for b in held)
+        if held[0].step == 1:
             gate.wait(5)  # the first release is slow
 
-    rows = HeldRows(log, steps=2, seconds=60)
+    rows = Holding(hand_over, steps=2, seconds=60)
     rows.add(batch(1, n=1))
     other = threading.Thread(target=rows.release)
     other.start()
