@@ -50,7 +50,7 @@ from ..trainer.console import Console
 from ..trainer.control import Controller
 from ..trainer.session import SessionHandle
 from ..trainer.classify import classification_fields, classification_kind, scores_deferred
-from ..trainer.held import HeldBatch, Holding, merged
+from ..trainer.held import HeldBatch, Holding
 from ..trainer.metrics import StepMeter, total_grad_norm
 from ..trainer.rng import capture_rng, preserved_rng, restore_rng
 from .checkpoint import CAPTURE_PATH, to_store
@@ -116,7 +116,6 @@ class LightningSession(TrainingSession):
         self._launcher_pid = os.getpid()
         self._loss_site = find_loss(model, loss_fn)
         self._recorder = RecordingLoss(self._loss_site[2], claim=self.claim, record=self.record)
-        self._rows = Holding(self._log_rows)
         self._steps = Holding(self._log_steps)
 
     # ------------------------------------------------------------------ position
@@ -187,16 +186,11 @@ class LightningSession(TrainingSession):
             self._rows.add(HeldBatch(self._run_id, batch.split, batch.epoch, batch.step, ids, per_sample,
                                      scores=scores, label=label, fields=fields))
 
-    def _log_rows(self, held: list[HeldBatch]) -> None:
-        """Hand held per-sample rows to the writer (see :mod:`onthefly.trainer.held`)."""
-        writer = self._session_store.writer
-        for run_id, split, epoch, columns in merged(held):
-            loss = columns.pop("loss")
-            writer.log_samples(run_id, split, epoch, columns.pop("step"), columns.pop("sample_id"), loss, **columns)
-            if split != "train":
-                finite = loss[np.isfinite(loss)]
-                self._eval_sum += float(finite.sum())
-                self._eval_count += int(finite.size)
+    def _rows_logged(self, split: str, loss: np.ndarray) -> None:
+        if split != "train":  # validation and test rows are held too: their loss is summed as they go
+            finite = loss[np.isfinite(loss)]
+            self._eval_sum += float(finite.sum())
+            self._eval_count += int(finite.size)
 
     def _release_rows(self) -> None:
         self._rows.release()

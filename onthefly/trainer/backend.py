@@ -24,6 +24,7 @@ from .._version import __version__
 from ..store.lifecycle import SessionStore, Store
 from .console import Console
 from .control import Controller
+from .held import HeldBatch, Holding, merged
 from .session import SessionHandle
 
 __all__ = ["TrainingSession", "Position", "written_in_background"]
@@ -74,6 +75,7 @@ class TrainingSession:
         self._link = None
         self._last_checkpoint: str | None = None
         self._console = Console(enabled=progress)
+        self._rows = Holding(self._log_rows)  # per-sample rows, handed to the writer a few batches at a time
         self.session = SessionHandle(self)
 
     # -- to provide ---------------------------------------------------------------
@@ -100,6 +102,18 @@ class TrainingSession:
 
     def _release_rows(self) -> None:
         """Hand the writer any per-sample rows the loop still holds (a query must see them)."""
+        self._rows.release()
+
+    def _log_rows(self, held: list[HeldBatch]) -> None:
+        """Hand held per-sample rows to the writer, one call per pass (see :mod:`onthefly.trainer.held`)."""
+        writer = self._session_store.writer
+        for run_id, split, epoch, columns in merged(held):
+            loss = columns.pop("loss")
+            writer.log_samples(run_id, split, epoch, columns.pop("step"), columns.pop("sample_id"), loss, **columns)
+            self._rows_logged(split, loss)
+
+    def _rows_logged(self, split: str, loss: Any) -> None:
+        """Called with each hand-over's split and per-sample losses (numpy)."""
 
     def _require_store(self) -> SessionStore:
         # Opening a session cleans up earlier ones; a resume checkpoint is

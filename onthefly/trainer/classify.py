@@ -20,11 +20,11 @@ every step so that :func:`classification_fields` never syncs.
 
 The fields are returned as numpy arrays, ready for the writer. On the CPU
 the scores are reduced in numpy (:func:`onthefly.store.scores.top_two`); on
-an accelerator, on the device. The training loops call :func:`writer_fields`
-instead, which for CPU scores with few classes hands the writer the scores
-themselves: once a step, after the model's kernels, even this small work
-starts cold on the training thread, while the writer's thread does it for a
-whole part at once.
+an accelerator, on the device. The training loops hand the writer the scores
+themselves instead when :func:`scores_deferred` says so (CPU scores with few
+classes): once a step, after the model's kernels, even this small work starts
+cold on the training thread, while the writer's thread does it for a whole
+part at once.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from onthefly.store.scores import top_two
 
 __all__ = [
     "ClassificationKind", "DEFERRED_MAX_CLASSES", "classification_kind", "classification_fields", "scores_deferred",
-    "writer_fields",
 ]
 
 ClassificationKind = Literal["multiclass", "binary"]
@@ -136,28 +135,6 @@ def classification_fields(
                 f"{tuple(output.shape)} and target {tuple(target.shape)}; pass kind='auto'."
             )
         return _binary_fields(output.detach(), target.detach(), probabilities=probabilities)
-
-
-def writer_fields(output: torch.Tensor, target: torch.Tensor, *, kind: ClassificationKind) -> dict[str, np.ndarray]:
-    """What the training loops hand the writer for the classification fields of a batch.
-
-    For multiclass scores on the CPU with at most :data:`DEFERRED_MAX_CLASSES`
-    classes: a copy of the scores and the labels, from which the writer's
-    thread derives pred, correct and margin for a whole part at once (the same
-    numbers as :func:`classification_fields`). Otherwise the fields themselves.
-
-    Raises:
-        ConfigError: as :func:`classification_fields`.
-
-    Example:
-        >>> sorted(writer_fields(torch.zeros(4, 3), torch.tensor([0, 2, 1, 1]), kind="multiclass"))
-        ['label', 'scores']
-    """
-    if scores_deferred(output, target, kind=kind):
-        with torch.no_grad():
-            scores = output.detach().float().numpy().copy()  # the caller may reuse the output's memory
-        return {"label": _host(target, np.int64), "scores": scores}
-    return classification_fields(output, target, kind=kind) or {}
 
 
 def scores_deferred(output: torch.Tensor, target: torch.Tensor, *, kind: ClassificationKind | None) -> bool:

@@ -27,7 +27,8 @@ from ..store.lifecycle import SessionStore
 from .backend import Position, TrainingSession
 from .batches import call_model, move_to_device, split_batch
 from .checks import amp_mode, check_inputs, first_forward, hparams_of, resolve_device
-from .classify import classification_kind, writer_fields
+from .classify import classification_fields, classification_kind, scores_deferred
+from .held import HeldBatch
 from .config import TrainerConfig
 from .console import Console
 from .control import nonfinite_action, scheduler_metric, stop_reason, validation_due
@@ -190,6 +191,7 @@ class Trainer(TrainingSession):
             finally:
                 self._fitting = False
                 self._control.end()
+                self._release_rows()
                 self._session_store.settle()
         return model
 
@@ -363,6 +365,7 @@ class Trainer(TrainingSession):
 
     def _end_train_pass(self, fit: _Fit, *, metrics: dict | None) -> None:
         """Seal the epoch's train rows; on several processes, summarise the rows of every rank."""
+        self._release_rows()
         future = self._session_store.writer.end_pass(fit.run_id, "train", fit.epoch, fit.step, metrics=metrics)
         if self._dist is None:
             future.add_done_callback(self._summary_done)
@@ -418,17 +421,24 @@ class Trainer(TrainingSession):
                 losses.append(value)
             elif not local_finite:
                 bad_ids.extend(int(i) for i in sample_ids)
-            fields = writer_fields(output, target, kind=fit.kind) if fit.kind else {}
+            scores = label = fields = None
+            if fit.kind and scores_deferred(output, target, kind=fit.kind) and not cfg.per_sample_grad_norm:
+                scores, label = output.detach(), target  # the writer's thread derives the fields
+            elif fit.kind:
+                fields = classification_fields(output, target, kind=fit.kind)
             if cfg.per_sample_grad_norm:  # costly: one extra vmap'd backward per batch (docs/benchmarks.md)
-                fields["grad_norm"] = per_sample_grad_norm(fit.module, fit.loss.loss_fn, inputs, target).cpu().numpy()
+                norms = per_sample_grad_norm(fit.module, fit.loss.loss_fn, inputs, target).cpu().numpy()
+                fields = {**(fields or {}), "grad_norm": norms}
             keep = _unpadded(len(sample_ids), seen=fit.seen, recorded=fit.recorded)
             fit.seen += len(sample_ids)
             if keep:
-                writer.log_samples(
-                    fit.run_id, "train", fit.epoch, step_number, sample_ids[:keep],
-                    result.per_sample.float().cpu().numpy()[:keep],
-                    **{k: v[:keep] for k, v in fields.items()},
-                )
+                per_sample = result.per_sample
+                if keep != len(sample_ids):  # several processes: the sampler's padding is not recorded
+                    per_sample = per_sample[:keep]
+                    scores, label = (None, None) if scores is None else (scores[:keep], label[:keep])
+                    fields = None if fields is None else {k: v[:keep] for k, v in fields.items()}
+                self._rows.add(HeldBatch(fit.run_id, "train", fit.epoch, step_number, sample_ids[:keep], per_sample,
+                                         scores=scores, label=label, fields=fields))
             meter.compute_end(len(sample_ids))
         if took == 0:
             return False

@@ -369,21 +369,18 @@ def test_the_host_and_device_margin_paths_agree() -> None:
     assert _top_two(torch.empty(0, 3))[0].shape == (0,)
 
 
-def test_writer_fields_hand_cpu_scores_to_the_writer_with_the_same_numbers() -> None:
+def test_cpu_scores_with_few_classes_go_to_the_writer_which_derives_the_same_fields() -> None:
     from onthefly.store.scores import fields_from_scores
-    from onthefly.trainer.classify import DEFERRED_MAX_CLASSES, writer_fields
+    from onthefly.trainer.classify import DEFERRED_MAX_CLASSES, scores_deferred
 
     logits = torch.randn(6, 4, requires_grad=True)
     target = torch.tensor([0, 1, 2, 3, 0, 1])
-    handed = writer_fields(logits, target, kind="multiclass")
-    assert sorted(handed) == ["label", "scores"]
-    logits.data.zero_()  # the writer holds a copy, not the model's output
-    assert handed["scores"].any()
-    direct = classification_fields(torch.tensor(handed["scores"]), target)
-    derived = fields_from_scores(handed["scores"], handed["label"])
+    assert scores_deferred(logits, target, kind="multiclass")
+    direct = classification_fields(logits, target)
+    derived = fields_from_scores(logits.detach().numpy(), target.numpy())
     for name in ("pred", "correct", "margin"):
         assert direct[name].tolist() == derived[name].tolist()
-    wide = writer_fields(torch.randn(3, DEFERRED_MAX_CLASSES + 1), torch.tensor([0, 1, 2]), kind="multiclass")
-    assert sorted(wide) == ["correct", "label", "margin", "pred"]
-    binary = writer_fields(torch.randn(3), torch.tensor([0.0, 1.0, 1.0]), kind="binary")
-    assert sorted(binary) == ["correct", "label", "margin", "pred"]
+    wide = torch.randn(3, DEFERRED_MAX_CLASSES + 1)
+    assert not scores_deferred(wide, torch.tensor([0, 1, 2]), kind="multiclass")  # computed where they are
+    assert not scores_deferred(torch.randn(3), torch.tensor([0.0, 1.0, 1.0]), kind="binary")
+    assert not scores_deferred(logits, target, kind=None)
