@@ -96,7 +96,7 @@ class LightningSession(TrainingSession):
         self._kind_known = False
         self._meter: StepMeter | None = None
         self._grad_norm: torch.Tensor | None = None
-        self._step_losses: list[float] = []
+        self._step_losses: list = []  # this step's batch losses, tensors read later (step_rows)
         self._last_loss = math.nan
         self._logged_step = -1
         self._eval_sum, self._eval_count = 0.0, 0

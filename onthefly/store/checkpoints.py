@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from onthefly.errors import ConfigError, CorruptFileError, StoreError
+from onthefly.store.background import lower_this_thread
 from onthefly.store.records import CheckpointInfo
 from onthefly.store.safetensors_file import (
     FORMAT_VERSION,
@@ -295,7 +296,8 @@ class CheckpointStore:
                                 **parts)
         with self._guard:
             if self._thread is None:
-                self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="onthefly-checkpoint")
+                self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="onthefly-checkpoint",
+                                                                     initializer=lower_this_thread)
             future = self._thread.submit(self._commit, pending)
             self._in_flight.add(future)
         future.add_done_callback(self._in_flight.discard)

@@ -45,6 +45,7 @@ from onthefly.errors import (
     StoreError,
 )
 from onthefly.store.arrow_numpy import to_numpy, values_and_mask
+from onthefly.store.background import lower_this_thread
 from onthefly.store.durable import fsync_folder
 from onthefly.store.handoff import Handoff
 from onthefly.store.records import EpochSummary, ShardInfo
@@ -182,6 +183,7 @@ class _Worker:
         self._thread.join()
 
     def _run(self) -> None:
+        lower_this_thread()
         while (job := self._jobs.get()) is not None:
             future, fn, args = job
             try:
@@ -512,6 +514,7 @@ class ShardWriter:
     # ------------------------------------------------------------------ collector thread
 
     def _run(self) -> None:
+        lower_this_thread()
         stop = False
         while not stop:
             now = time.monotonic()

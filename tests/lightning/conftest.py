@@ -11,3 +11,21 @@ def isolated_store(tmp_path, monkeypatch):
     monkeypatch.setenv("ONTHEFLY_DASHBOARD_PORT", "9")  # discard port: nothing listens
     monkeypatch.chdir(tmp_path)
     return home
+
+
+@pytest.fixture(autouse=True)
+def closed_sessions(monkeypatch):
+    """Every session a test opens is closed when the test ends: its link thread and store do not outlive it."""
+    from onthefly.trainer.backend import TrainingSession
+
+    opened = []
+    init = TrainingSession.__init__
+
+    def recorded(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(TrainingSession, "__init__", recorded)
+    yield
+    for session in opened:
+        session.close()

@@ -8,38 +8,20 @@ paused, tests, checkpoints and resumes, writing what it saw to
 ``FOLDER/steered.json``. At the end the weights go to ``FOLDER/weights.safetensors``.
 """
 
-import json
 import os
 import sys
 import threading
-import time
 from pathlib import Path
 
 import lightning as L
 import torch
-from safetensors.torch import save_file
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, random_split
+from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from onthefly import attach_lightning
-
-
-class Data(Dataset):
-    def __init__(self, n=171, slow=False):
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(n, 8, generator=g)
-        self.y = (self.x[:, 0] > 0).long()
-        self.slow = slow
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        if self.slow and i % 8 == 0:
-            time.sleep(0.01)
-        return self.x[i], self.y[i]
+from tests.ddp_parts import Data, save_weights, split, steer
 
 
 class Model(L.LightningModule):
@@ -69,25 +51,11 @@ class Model(L.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=1e-2)
 
 
-def steer(session, folder: Path):
-    while session.status()["step"] < 3:
-        time.sleep(0.005)
-    seen = {"paused": session.pause()["state"]}
-    step = session.status()["step"]
-    time.sleep(0.3)
-    seen["still"] = session.status()["step"] == step
-    seen["test"] = session.test()
-    seen["checkpoint"] = session.checkpoint()
-    seen["resumed"] = session.resume()["state"]
-    (folder / "steered.json").write_text(json.dumps(seen))
-
-
 def main():
     folder, epochs, strategy = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     resume = sys.argv[sys.argv.index("--resume") + 1] if "--resume" in sys.argv else None
     L.seed_everything(0, verbose=False)
-    train, val, test = random_split(Data(slow="--steer" in sys.argv), [131, 20, 20],
-                                    generator=torch.Generator().manual_seed(0))
+    train, val, test = split(Data(delay=0.01 if "--steer" in sys.argv else 0.0))
     model = Model()
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=2, strategy=strategy, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -98,7 +66,7 @@ def main():
         threading.Thread(target=steer, args=(otf.session, folder), daemon=True).start()
     trainer.fit(model, DataLoader(train, batch_size=16, shuffle=True), DataLoader(val, batch_size=10))
     if trainer.global_rank == 0:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "weights.safetensors"))
+        save_weights(model, folder)
 
 
 if __name__ == "__main__":

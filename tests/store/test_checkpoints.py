@@ -556,3 +556,24 @@ def test_a_kill_during_a_save_leaves_the_previous_checkpoint_intact(tmp_path):
         assert store.discard_partial() == partial
         assert _partials(session_dir) == []
         store.load(latest.id)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="thread priorities are per thread only on Linux")
+def test_the_checkpoint_thread_runs_nicer_than_the_loop(session):
+    from onthefly.store.background import BACKGROUND_NICENESS
+
+    session_dir, catalog, run_id = session
+    store = CheckpointStore(session_dir, catalog)
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen = {}
+    real_commit = store._commit
+
+    def commit(pending):
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        return real_commit(pending)
+
+    store._commit = commit
+    store.save_in_background(run_id=run_id, step=0, epoch=0, reason="epoch", model={"w": torch.ones(4)}).result(10)
+    store.close()
+    assert seen["nice"] == min(19, mine + BACKGROUND_NICENESS)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine

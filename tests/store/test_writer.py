@@ -462,3 +462,23 @@ def test_scores_are_checked_when_logged(session):
         with pytest.raises(ConfigError, match="not both"):
             writer.log_samples(run, "train", 0, 0, np.arange(2), np.ones(2), label=np.arange(2),
                                pred=np.arange(2), scores=np.ones((2, 3)))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="thread priorities are per thread only on Linux")
+def test_the_writer_threads_run_nicer_than_the_thread_that_started_them(session):
+    import threading
+
+    from onthefly.store.background import BACKGROUND_NICENESS
+
+    session_dir, catalog, _ = session
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    with ShardWriter(session_dir, catalog):
+        threads = [t for t in threading.enumerate() if t.name.startswith("onthefly-shard-")]
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # each thread lowers itself as it starts
+            nice = {t.name: os.getpriority(os.PRIO_PROCESS, t.native_id) for t in threads}
+            if all(v == min(19, mine + BACKGROUND_NICENESS) for v in nice.values()):
+                break
+            time.sleep(0.01)
+    assert len(threads) == 3 and set(nice.values()) == {min(19, mine + BACKGROUND_NICENESS)}, nice
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine  # the caller's thread is untouched
