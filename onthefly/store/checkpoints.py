@@ -45,7 +45,6 @@ from onthefly.store.safetensors_file import (
     PARTIAL_SUFFIX,
     checkpoint_chunks,
     read_checkpoint_file,
-    write_checkpoint_file,
     write_chunks,
 )
 from onthefly.store.tree import flatten, unflatten
@@ -134,15 +133,20 @@ def save_checkpoint(
         >>> size, sha = save_checkpoint(tmp / "ck.safetensors", model=net.state_dict(),
         ...                             optimizer=opt.state_dict(), extra={"step": 100})
     """
+    chunks, _ = _state_chunks(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, rng=rng,
+                              sampler=sampler, extra=extra, copy=False)
+    return write_chunks(Path(path), chunks)
+
+
+def _state_chunks(*, model: Any, copy: bool, **given: Any) -> tuple[list, tuple[str, ...]]:
+    """The file's bytes for the parts given (None parts left out) and which of :data:`HOLDS` they hold."""
     if not isinstance(model, Mapping):
         raise ConfigError(
             f"model is a {type(model).__name__}, not a state dict: pass model=module.state_dict()"
         )
-    given = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler,
-             "rng": rng, "sampler": sampler, "extra": extra}
-    parts = {name: value for name, value in given.items() if value is not None}
+    parts = {name: value for name, value in {"model": model, **given}.items() if value is not None}
     skeleton, tensors = flatten(parts)
-    return write_checkpoint_file(Path(path), skeleton=skeleton, tensors=tensors)
+    return checkpoint_chunks(skeleton=skeleton, tensors=tensors, copy=copy), tuple(n for n in HOLDS if n in parts)
 
 
 def load_checkpoint(
@@ -266,8 +270,21 @@ class CheckpointStore:
         self.wait()  # listed after the background saves called before it
         return self._commit(pending)
 
-    def save_in_background(self, *, run_id: str, step: int, epoch: int, reason: str,
-                           model: Mapping[str, torch.Tensor], **parts: Any) -> concurrent.futures.Future:
+    def save_in_background(
+        self,
+        *,
+        run_id: str,
+        step: int,
+        epoch: int,
+        reason: str,
+        model: Mapping[str, torch.Tensor],
+        optimizer: Any = None,
+        scheduler: Any = None,
+        scaler: Any = None,
+        rng: Any = None,
+        sampler: Any = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> concurrent.futures.Future:
         """Copy the state now and write it on this store's checkpoint thread.
 
         Training goes on while the file is written and fsynced: only the copy
@@ -278,9 +295,8 @@ class CheckpointStore:
         checkpoints in the same process call it first.
 
         Args:
-            run_id, step, epoch, reason, model: as for :meth:`save`.
-            **parts: ``optimizer``, ``scheduler``, ``scaler``, ``rng``,
-                ``sampler``, ``extra``, as for :meth:`save`.
+            run_id, step, epoch, reason, model, optimizer, scheduler, scaler,
+                rng, sampler, extra: as for :meth:`save`.
 
         Returns:
             A future of the :class:`CheckpointInfo` (or of the error that
@@ -289,11 +305,9 @@ class CheckpointStore:
         Raises:
             ConfigError: as for :meth:`save`, at once (nothing is queued).
         """
-        unknown = set(parts) - {"optimizer", "scheduler", "scaler", "rng", "sampler", "extra"}
-        if unknown:
-            raise ConfigError(f"save_in_background() got unknown parts {sorted(unknown)}: pass those save() takes")
         pending = self._prepare(run_id=run_id, step=step, epoch=epoch, reason=reason, copy=True, model=model,
-                                **parts)
+                                optimizer=optimizer, scheduler=scheduler, scaler=scaler, rng=rng, sampler=sampler,
+                                extra=extra)
         with self._guard:
             if self._thread is None:
                 self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="onthefly-checkpoint",
@@ -325,21 +339,13 @@ class CheckpointStore:
         if thread is not None:
             thread.shutdown(wait=True)
 
-    def _prepare(self, *, run_id: str, step: int, epoch: int, reason: str, copy: bool,
-                 model: Mapping[str, torch.Tensor], **given: Any) -> _Pending:
+    def _prepare(self, *, run_id: str, step: int, epoch: int, reason: str, copy: bool, **state: Any) -> _Pending:
         _check_save_args(run_id=run_id, step=step, epoch=epoch, reason=reason)
-        if not isinstance(model, Mapping):
-            raise ConfigError(
-                f"model is a {type(model).__name__}, not a state dict: pass model=module.state_dict()"
-            )
-        parts = {name: value for name, value in {"model": model, **given}.items() if value is not None}
-        skeleton, tensors = flatten(parts)
+        chunks, holds = _state_chunks(copy=copy, **state)
         checkpoint_id = "ck-" + secrets.token_hex(6)
         return _Pending(
             checkpoint_id=checkpoint_id, run_id=run_id, step=int(step), epoch=int(epoch), reason=reason,
-            relative=f"checkpoints/{run_id}/{checkpoint_id}.safetensors",
-            chunks=checkpoint_chunks(skeleton=skeleton, tensors=tensors, copy=copy),
-            holds=tuple(name for name in HOLDS if name in parts),
+            relative=f"checkpoints/{run_id}/{checkpoint_id}.safetensors", chunks=chunks, holds=holds,
         )
 
     def _commit(self, pending: _Pending) -> CheckpointInfo:

@@ -36,8 +36,7 @@ from onthefly.errors import (
 from onthefly.store.durable import fsync_folder
 
 __all__ = [
-    "FORMAT_VERSION", "PARTIAL_SUFFIX", "checkpoint_chunks", "write_chunks", "write_checkpoint_file",
-    "read_checkpoint_file",
+    "FORMAT_VERSION", "PARTIAL_SUFFIX", "checkpoint_chunks", "write_chunks", "read_checkpoint_file",
 ]
 
 FORMAT_VERSION = 1
@@ -74,28 +73,6 @@ _DTYPES: dict[str, torch.dtype] = {
 _CODES = {dtype: code for code, dtype in _DTYPES.items()}
 
 
-def write_checkpoint_file(path: Path, *, skeleton: Any, tensors: Mapping[str, torch.Tensor]) -> tuple[int, str]:
-    """Write ``tensors`` and their ``skeleton`` to ``path`` as a checkpoint file, atomically.
-
-    Args:
-        path: the file to write (its folder is created); an existing file is
-            replaced atomically.
-        skeleton: the JSON skeleton of the state (see :func:`onthefly.store.tree.flatten`).
-        tensors: the tensors the skeleton refers to, by key.
-
-    Returns:
-        ``(bytes, sha256)``: the file size and the hex sha256 of its bytes.
-
-    Raises:
-        ConfigError: a tensor's dtype cannot be stored in safetensors.
-        StoreError: the file could not be written (disk full, permissions).
-
-    Example:
-        >>> size, sha = write_checkpoint_file(tmp / "ck.safetensors", skeleton=skeleton, tensors=tensors)
-    """
-    return write_chunks(path, checkpoint_chunks(skeleton=skeleton, tensors=tensors))
-
-
 def checkpoint_chunks(*, skeleton: Any, tensors: Mapping[str, torch.Tensor], copy: bool = False) -> list[Any]:
     """The bytes of a checkpoint file, in order: the header, then each tensor's memory.
 
@@ -103,6 +80,11 @@ def checkpoint_chunks(*, skeleton: Any, tensors: Mapping[str, torch.Tensor], cop
     while training goes on changing the live state (a save finished on
     another thread); without, CPU tensors that are already contiguous are
     referenced as they are.
+
+    Args:
+        skeleton: the JSON skeleton of the state (see :func:`onthefly.store.tree.flatten`).
+        tensors: the tensors the skeleton refers to, by key.
+        copy: copy every tensor (see above).
 
     Raises:
         ConfigError: a tensor's dtype cannot be stored in safetensors.
@@ -117,16 +99,27 @@ def checkpoint_chunks(*, skeleton: Any, tensors: Mapping[str, torch.Tensor], cop
 
 
 def write_chunks(path: Path, chunks: list[Any]) -> tuple[int, str]:
-    """Write :func:`checkpoint_chunks` to ``path`` atomically: ``(bytes, sha256)``.
+    """Write :func:`checkpoint_chunks` to ``path`` atomically.
+
+    Args:
+        path: the file to write (its folder is created); an existing file is
+            replaced atomically.
+        chunks: what :func:`checkpoint_chunks` returned.
+
+    Returns:
+        ``(bytes, sha256)``: the file size and the hex sha256 of its bytes.
 
     Raises:
         StoreError: the file could not be written (disk full, permissions).
+
+    Example:
+        >>> size, sha = write_chunks(tmp / "ck.safetensors", checkpoint_chunks(skeleton=skeleton, tensors=tensors))
     """
     return _write_atomic(path, chunks)
 
 
 def read_checkpoint_file(path: Path, *, sha256: str | None) -> tuple[Any, dict[str, torch.Tensor]]:
-    """Read and verify a checkpoint file :func:`write_checkpoint_file` wrote.
+    """Read and verify a checkpoint file :func:`write_chunks` wrote.
 
     Args:
         path: the checkpoint file.
