@@ -55,6 +55,12 @@ def child(variant: str, epochs: int) -> None:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+    # torch's gloo can deadlock tearing down: when the process group dies with the GIL held (the DDP reducer
+    # freed at return), its destructor joins a gloo worker that is itself waiting for the GIL to free its last
+    # work. Let the workers settle (the sleep releases the GIL) and free the reducer before the group.
+    dist.barrier()
+    time.sleep(0.2)
+    del ddp
     dist.destroy_process_group()
 
 
