@@ -10,7 +10,11 @@ Lightning with its own TensorBoardLogger logging every step, for comparison.
 Prints the median seconds of each variant and the ratio attached / plain,
 then the median time between consecutive training batches of each (the
 per-step cost in the steady state, without the fixed cost of imports,
-opening the session and epoch ends).
+opening the session and epoch ends), then where each variant's wall time
+goes: start (process start to the first training batch: interpreter,
+imports, model, attach, fit set-up), fit (first batch to ``trainer.fit``
+returning) and exit (from there to the process being gone: interpreter
+shutdown, atexit handlers, final garbage collection).
 """
 
 from __future__ import annotations
@@ -35,9 +39,12 @@ def child(variant: str, epochs: int) -> None:
 
         def __init__(self):
             self.marks: list[float] = []
+            self.first_wall = 0.0
 
         def on_train_batch_start(self, *args):
             self.marks.append(time.perf_counter())
+            if not self.first_wall:
+                self.first_wall = time.time()
 
     import torch
     from torch import nn
@@ -86,8 +93,10 @@ def child(variant: str, epochs: int) -> None:
         attach_lightning(trainer=trainer, model=model, project="bench", train_loader=train, val_loader=val,
                          loss_fn=model.loss, connect_dashboard=False)
     trainer.fit(model, train, val)
+    fit_done = time.time()
     per_epoch = len(train)
     gaps = [b - a for i, (a, b) in enumerate(zip(clock.marks, clock.marks[1:])) if (i + 1) % per_epoch]
+    print(f"first_batch {clock.first_wall!r} fit_done {fit_done!r}")  # wall clock, shared with the parent
     print(f"step_ms {1e3 * statistics.median(gaps):.3f}")  # within epochs: no validation or epoch end inside
 
 
@@ -105,22 +114,30 @@ def main() -> None:
     variants = ["plain", "attached"] + (["tensorboard"] if args.tensorboard else [])
     times: dict[str, list[float]] = {v: [] for v in variants}
     steps: dict[str, list[float]] = {v: [] for v in variants}
+    phases: dict[str, list[tuple[float, float, float]]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as home:
         env = dict(os.environ, ONTHEFLY_HOME=home, PYTHONWARNINGS="ignore")
         for round_number in range(args.rounds):
             shift = round_number % len(variants)
             for variant in variants[shift:] + variants[:shift]:  # each variant takes its turn at going first
-                start = time.perf_counter()
+                start, wall_start = time.perf_counter(), time.time()
                 done = subprocess.run([sys.executable, __file__, "--child", variant, "--epochs", str(args.epochs)],
                                       env=env, check=True, capture_output=True, cwd=home, text=True)
                 times[variant].append(time.perf_counter() - start)
+                wall_end = time.time()
                 steps[variant].append(float(done.stdout.split("step_ms")[-1]))
+                marks = done.stdout.split("first_batch")[-1].split()
+                first, fit_done = float(marks[0]), float(marks[2])
+                phases[variant].append((first - wall_start, fit_done - first, wall_end - fit_done))
     wall = {v: statistics.median(times[v]) for v in variants}
     step = {v: statistics.median(steps[v]) for v in variants}
     print(f"lightning_overhead cnn epochs={args.epochs} rounds={args.rounds}: plain {wall['plain']:.2f} s")
     for v in variants[1:]:
         print(f"  {v}: {wall[v]:.2f} s, ratio {wall[v] / wall['plain']:.3f}; median step {step[v]:.2f} ms "
               f"against {step['plain']:.2f} ms, ratio {step[v] / step['plain']:.3f}")
+    for v in variants:
+        start, fit, end = (statistics.median(p[i] for p in phases[v]) for i in range(3))
+        print(f"  phases {v} (medians): start {start:.2f} s, fit {fit:.2f} s, exit {end:.2f} s")
     for v in variants:
         print(f"  runs {v}: " + " ".join(f"{t:.2f}" for t in times[v]) + "  steps: "
               + " ".join(f"{t:.1f}" for t in steps[v]))

@@ -23,7 +23,7 @@ from onthefly.errors import BundleError, OnTheFlyError, SchemaError
 from onthefly.store import migrate
 from onthefly.store.bundle_checks import CATALOG, RANKS, kind_of, split_rank
 from onthefly.store.catalog import Catalog
-from onthefly.store.models import Base
+from onthefly.store.catalog_records import TABLES
 
 __all__ = ["Member", "refusal", "check_files", "check_catalog", "catalog_paths"]
 
@@ -34,7 +34,7 @@ DISTRUST_SCHEMA = "PRAGMA trusted_schema=OFF"
 CHECKPOINT_FORMAT = ("onthefly.format", "onthefly.checkpoint")
 """The safetensors metadata entry every OnTheFly checkpoint carries."""
 
-_KNOWN_TABLES = frozenset(Base.metadata.tables) | {"alembic_version", "sqlite_sequence", "sqlite_stat1"}
+_KNOWN_TABLES = frozenset(TABLES) | {"alembic_version", "sqlite_sequence", "sqlite_stat1"}
 _REMEDY = "it was not written by `onthefly export` or was changed since; ask for a fresh export"
 
 

@@ -1,10 +1,15 @@
 """The session catalog: runs, lineage, checkpoints, tests, slices, events,
 epoch summaries and the list of Parquet shards, in one SQLite file.
 
-A writable ``Catalog`` is the session's only writer: one SQLAlchemy engine with
-exactly one connection, shared by the training thread and the shard-writer
-thread behind one re-entrant lock. Every other process opens the file
-read-only. ORM rows never leave this module and its two helpers
+A writable ``Catalog`` is the session's only writer: exactly one connection,
+shared by the training thread and the shard-writer thread behind one
+re-entrant lock. Every other process opens the file read-only.
+
+The schema is the models' (:mod:`onthefly.store.models`) as Alembic's
+migrations create it; this module reads and writes it through the standard
+library's ``sqlite3`` with plain SQL, so a training process never imports
+SQLAlchemy (its import and its objects cost a short run about half a second).
+Rows never leave this module and its two helpers
 (:mod:`onthefly.store.catalog_records` turns them into records,
 :mod:`onthefly.store.catalog_arrow` into Arrow tables); callers get the
 dataclasses of ``onthefly.store.records``.
@@ -23,14 +28,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import StaticPool
-
 from onthefly._version import __version__
 from onthefly.errors import ConfigError, MissingFileError, StoreError
 from onthefly.store import migrate
-from onthefly.store.catalog_arrow import ARROW_TABLES, arrow_select, arrow_table
+from onthefly.store.catalog_arrow import ARROW_TABLES, arrow_select, arrow_table, source_table
 from onthefly.store.catalog_records import (
     EDGE_ROLES,
     EVENT_LEVELS,
@@ -42,29 +43,17 @@ from onthefly.store.catalog_records import (
     choice,
     epoch_summary,
     event_info,
-    event_row,
+    event_values,
     ids_blob,
-    json_dumps,
+    json_text,
     opt_float,
     opt_int,
-    plain,
     run_info,
     session_info,
     shard_info,
-    shard_row,
+    shard_values,
     slice_info,
     test_info,
-)
-from onthefly.store.models import (
-    CheckpointRow,
-    EpochRow,
-    EventRow,
-    RunEdgeRow,
-    RunRow,
-    SessionRow,
-    ShardRow,
-    SliceRow,
-    TestRow,
 )
 from onthefly.store.records import (
     CheckpointInfo,
@@ -95,34 +84,30 @@ _PRAGMAS_READONLY = (
 )
 
 
-def _create_engine(path: Path, *, readonly: bool) -> sa.Engine:
-    if readonly:
-        uri = migrate.readonly_uri(path)
+def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    conn = migrate.connect(path, readonly=readonly, shared=True)
+    conn.row_factory = sqlite3.Row
+    return conn
 
-        def creator() -> sqlite3.Connection:
-            return sqlite3.connect(uri, uri=True, check_same_thread=False)
 
-    else:
-        target = str(path)
+def _insert(conn: sqlite3.Connection, table: str, values: dict[str, Any]) -> int:
+    """INSERT one row (names are this module's own, never the caller's); its rowid."""
+    names = ", ".join(values)
+    marks = ", ".join("?" * len(values))
+    cursor = conn.execute(f"INSERT INTO {table} ({names}) VALUES ({marks})", tuple(values.values()))
+    return int(cursor.lastrowid)
 
-        def creator() -> sqlite3.Connection:
-            return sqlite3.connect(target, check_same_thread=False)
 
-    engine = sa.create_engine(
-        "sqlite://", creator=creator, poolclass=StaticPool, json_serializer=json_dumps
-    )
-    pragmas = _PRAGMAS_READONLY if readonly else _PRAGMAS_WRITABLE
+def _one(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+    return conn.execute(sql, tuple(params)).fetchone()
 
-    @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-        cursor = dbapi_conn.cursor()
-        try:
-            for pragma in pragmas:
-                cursor.execute(pragma).fetchall()
-        finally:
-            cursor.close()
 
-    return engine
+def _column(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    return [row[0] for row in conn.execute(sql, tuple(params))]
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" * len(values))
 
 
 def _listing(ids: Iterable[Any], *, limit: int = 20) -> str:
@@ -144,11 +129,10 @@ class Catalog:
         ...     run = cat.add_run(name="baseline")
     """
 
-    def __init__(self, path: Path, engine: sa.Engine, *, readonly: bool) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, *, readonly: bool) -> None:
         self.path = path
         self.readonly = readonly
-        self._engine: sa.Engine | None = engine
-        self._sessions = sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
+        self._conn: sqlite3.Connection | None = conn
         self._lock = threading.RLock()
 
     # --- opening and closing -------------------------------------------------
@@ -181,22 +165,25 @@ class Catalog:
             )
         if not readonly:
             migrate.upgrade(path)
-        engine = _create_engine(path, readonly=readonly)
+        with migrate.translated_errors(path):
+            conn = _connect(path, readonly=readonly)
         try:
-            with migrate.translated_errors(path), engine.connect() as conn:
+            with migrate.translated_errors(path):
+                for pragma in _PRAGMAS_READONLY if readonly else _PRAGMAS_WRITABLE:
+                    conn.execute(pragma).fetchall()
                 if readonly:
                     migrate.raise_for_revision(path, migrate.revision_of(conn))
         except BaseException:
-            engine.dispose()
+            conn.close()
             raise
-        return cls(path, engine, readonly=readonly)
+        return cls(path, conn, readonly=readonly)
 
     def close(self) -> None:
         """Close the connection; a second call does nothing."""
         with self._lock:
-            if self._engine is not None:
-                self._engine.dispose()
-                self._engine = None
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     def __enter__(self) -> Catalog:
         return self
@@ -206,36 +193,39 @@ class Catalog:
 
     def __repr__(self) -> str:
         mode = "read-only" if self.readonly else "writable"
-        state = "closed" if self._engine is None else "open"
+        state = "closed" if self._conn is None else "open"
         return f"Catalog({str(self.path)!r}, {mode}, {state})"
 
     @contextmanager
-    def _session(self, *, write: bool = False) -> Iterator[Session]:
-        """The managed session: one per public call, committed or rolled back, then closed."""
+    def _transaction(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction per public call (reads too: one snapshot), committed or rolled back."""
         with self._lock:
-            if self._engine is None:
+            conn = self._conn
+            if conn is None:
                 raise StoreError(f"catalog {self.path} is closed: open it again with Catalog.open")
             if write and self.readonly:
                 raise StoreError(
                     f"catalog {self.path} was opened read-only: only the process that owns the "
                     "session writes it (open it with Catalog.open(path) there)"
                 )
-            session = self._sessions()
             try:
                 with migrate.translated_errors(self.path):
-                    yield session
-                    if write:
-                        session.commit()
-            except sa.exc.IntegrityError as exc:
-                session.rollback()
+                    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                    yield conn
+                    conn.execute("COMMIT")
+            except sqlite3.IntegrityError as exc:
+                self._rollback(conn)
                 raise StoreError(
-                    f"catalog {self.path} refused the write ({exc.orig}): check the ids passed"
+                    f"catalog {self.path} refused the write ({exc}): check the ids passed"
                 ) from exc
             except BaseException:
-                session.rollback()
+                self._rollback(conn)
                 raise
-            finally:
-                session.close()
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
 
     # --- session and runs ----------------------------------------------------
 
@@ -258,27 +248,30 @@ class Catalog:
             'mnist'
         """
         choice(origin, SESSION_ORIGINS, "session origin")
-        with self._session(write=True) as s:
-            other = s.scalars(sa.select(SessionRow).where(SessionRow.id != session_id)).first()
+        with self._transaction(write=True) as c:
+            other = _one(c, "SELECT id FROM sessions WHERE id != ? LIMIT 1", [session_id])
             if other is not None:
                 raise StoreError(
-                    f"catalog {self.path} belongs to session {other.id}, not {session_id}: "
+                    f"catalog {self.path} belongs to session {other['id']}, not {session_id}: "
                     "open the catalog of that session's folder instead"
                 )
-            row = s.get(SessionRow, session_id)
-            if row is None:
-                row = SessionRow(id=session_id, project=project, created_at=time.time(), origin=origin)
-                s.add(row)
-            row.host, row.pid, row.package_version = socket.gethostname(), os.getpid(), __version__
-            if meta is not None:
-                row.meta = plain(meta)
-            s.flush()
-            return session_info(row)
+            where = {"host": socket.gethostname(), "pid": os.getpid(), "package_version": __version__}
+            if _one(c, "SELECT id FROM sessions WHERE id = ?", [session_id]) is None:
+                _insert(c, "sessions", {
+                    "id": session_id, "project": project, "created_at": time.time(), "origin": origin,
+                    **where, "meta": json_text(meta),
+                })  # fmt: skip
+            else:
+                if meta is not None:
+                    where["meta"] = json_text(meta)
+                sets = ", ".join(f"{k} = ?" for k in where)
+                c.execute(f"UPDATE sessions SET {sets} WHERE id = ?", (*where.values(), session_id))
+            return session_info(_one(c, "SELECT * FROM sessions WHERE id = ?", [session_id]))
 
     def session(self) -> SessionInfo | None:
         """The session record, or None before :meth:`init_session`."""
-        with self._session() as s:
-            row = s.scalars(sa.select(SessionRow)).first()
+        with self._transaction() as c:
+            row = _one(c, "SELECT * FROM sessions LIMIT 1")
             return None if row is None else session_info(row)
 
     def add_run(
@@ -316,47 +309,47 @@ class Catalog:
         if len({p for p, _ in pairs}) != len(pairs):
             raise ConfigError(f"parents {pairs} name a run twice: list each parent once")
         run_id = run_id or uuid.uuid4().hex[:12]
-        with self._session(write=True) as s:
-            session_id = s.scalars(sa.select(SessionRow.id)).first()
-            if session_id is None:
+        with self._transaction(write=True) as c:
+            session = _one(c, "SELECT id FROM sessions LIMIT 1")
+            if session is None:
                 raise StoreError(f"catalog {self.path} has no session yet: call init_session first")
-            if s.get(RunRow, run_id) is not None:
+            if _one(c, "SELECT id FROM runs WHERE id = ?", [run_id]) is not None:
                 raise StoreError(f"run {run_id} already exists in {self.path}: pass another run_id or none")
-            row = RunRow(
-                id=run_id, session_id=session_id, name=name, kind=kind, status=status,
-                created_at=time.time(), config=plain(config), hparams=plain(hparams),
-            )  # fmt: skip
-            s.add(row)
-            s.flush()
-            s.add_all(RunEdgeRow(child_id=run_id, parent_id=p, role=role) for p, role in pairs)
-            return run_info(row, pairs)
+            _insert(c, "runs", {
+                "id": run_id, "session_id": session["id"], "name": name, "kind": kind, "status": status,
+                "created_at": time.time(), "config": json_text(config), "hparams": json_text(hparams),
+            })  # fmt: skip
+            for parent, role in pairs:
+                _insert(c, "run_edges", {"child_id": run_id, "parent_id": parent, "role": role})
+            return run_info(_one(c, "SELECT * FROM runs WHERE id = ?", [run_id]), pairs)
 
     def set_run_status(self, run_id: str, status: str, *, ended: bool = False) -> None:
         """Set a run's status; ``ended=True`` also stamps ``ended_at`` with now."""
         choice(status, RUN_STATUSES, "run status")
-        with self._session(write=True) as s:
-            row = self._require_run(s, run_id)
-            row.status = status
+        with self._transaction(write=True) as c:
+            self._require_run(c, run_id)
             if ended:
-                row.ended_at = time.time()
+                c.execute("UPDATE runs SET status = ?, ended_at = ? WHERE id = ?", (status, time.time(), run_id))
+            else:
+                c.execute("UPDATE runs SET status = ? WHERE id = ?", (status, run_id))
 
     def run(self, run_id: str) -> RunInfo:
         """One run by id; StoreError listing the known runs when it is not there."""
-        with self._session() as s:
-            row = self._require_run(s, run_id)
-            return run_info(row, self._parents(s).get(run_id, []))
+        with self._transaction() as c:
+            row = self._require_run(c, run_id)
+            return run_info(row, self._parents(c).get(run_id, []))
 
     def runs(self) -> list[RunInfo]:
         """Every run in creation order, parents filled in."""
-        with self._session() as s:
-            parents = self._parents(s)
-            rows = s.scalars(sa.select(RunRow).order_by(RunRow.created_at, sa.literal_column("runs.rowid")))
-            return [run_info(row, parents.get(row.id, [])) for row in rows]
+        with self._transaction() as c:
+            parents = self._parents(c)
+            rows = c.execute("SELECT * FROM runs ORDER BY created_at, rowid").fetchall()
+            return [run_info(row, parents.get(row["id"], [])) for row in rows]
 
-    def _require_run(self, s: Session, run_id: str) -> RunRow:
-        row = s.get(RunRow, run_id)
+    def _require_run(self, c: sqlite3.Connection, run_id: str) -> sqlite3.Row:
+        row = _one(c, "SELECT * FROM runs WHERE id = ?", [run_id])
         if row is None:
-            known = s.scalars(sa.select(RunRow.id).order_by(RunRow.created_at)).all()
+            known = _column(c, "SELECT id FROM runs ORDER BY created_at")
             raise StoreError(
                 f"no run {run_id!r} in {self.path}; known runs: {_listing(known)}: "
                 "pass one of these ids"
@@ -364,33 +357,33 @@ class Catalog:
         return row
 
     @staticmethod
-    def _parents(s: Session) -> dict[str, list[tuple[str, str]]]:
+    def _parents(c: sqlite3.Connection) -> dict[str, list[tuple[str, str]]]:
         edges: dict[str, list[tuple[str, str]]] = {}
-        stmt = sa.select(RunEdgeRow).order_by(sa.literal_column("run_edges.rowid"))
-        for edge in s.scalars(stmt):
-            edges.setdefault(edge.child_id, []).append((edge.parent_id, edge.role))
+        for child, parent, role in c.execute("SELECT child_id, parent_id, role FROM run_edges ORDER BY rowid"):
+            edges.setdefault(child, []).append((parent, role))
         return edges
 
     # --- checkpoints and tests -----------------------------------------------
 
     def add_checkpoint(self, info: CheckpointInfo) -> None:
         """List a checkpoint file (already written and hashed) of an existing run."""
-        with self._session(write=True) as s:
-            self._require_run(s, info.run_id)
-            if s.get(CheckpointRow, info.id) is not None:
+        with self._transaction(write=True) as c:
+            self._require_run(c, info.run_id)
+            if _one(c, "SELECT id FROM checkpoints WHERE id = ?", [info.id]) is not None:
                 raise StoreError(f"checkpoint {info.id} already exists in {self.path}: use a new id")
-            s.add(CheckpointRow(
-                id=info.id, run_id=info.run_id, step=int(info.step), epoch=int(info.epoch),
-                reason=info.reason, path=str(info.path), bytes=int(info.bytes), sha256=info.sha256,
-                holds=[str(h) for h in info.holds], created_at=float(info.created_at),
-            ))  # fmt: skip
+            _insert(c, "checkpoints", {
+                "id": info.id, "run_id": info.run_id, "step": int(info.step), "epoch": int(info.epoch),
+                "reason": info.reason, "path": str(info.path), "bytes": int(info.bytes),
+                "sha256": info.sha256, "holds": json_text([str(h) for h in info.holds]),
+                "created_at": float(info.created_at),
+            })  # fmt: skip
 
     def checkpoint(self, checkpoint_id: str) -> CheckpointInfo:
         """One checkpoint by id; StoreError listing the known ones when it is not there."""
-        with self._session() as s:
-            row = s.get(CheckpointRow, checkpoint_id)
+        with self._transaction() as c:
+            row = _one(c, "SELECT * FROM checkpoints WHERE id = ?", [checkpoint_id])
             if row is None:
-                known = s.scalars(sa.select(CheckpointRow.id).order_by(CheckpointRow.created_at)).all()
+                known = _column(c, "SELECT id FROM checkpoints ORDER BY created_at")
                 raise StoreError(
                     f"no checkpoint {checkpoint_id!r} in {self.path}; known: {_listing(known)}: "
                     "pass one of these ids"
@@ -399,47 +392,35 @@ class Catalog:
 
     def checkpoints(self, run_id: str | None = None) -> list[CheckpointInfo]:
         """Checkpoints ordered by run, step and creation time."""
-        stmt = sa.select(CheckpointRow).order_by(
-            CheckpointRow.run_id, CheckpointRow.step, CheckpointRow.created_at
-        )
-        if run_id is not None:
-            stmt = stmt.where(CheckpointRow.run_id == run_id)
-        with self._session() as s:
-            return [checkpoint_info(row) for row in s.scalars(stmt)]
+        where, params = ("WHERE run_id = ?", [run_id]) if run_id is not None else ("", [])
+        with self._transaction() as c:
+            rows = c.execute(f"SELECT * FROM checkpoints {where} ORDER BY run_id, step, created_at", params)
+            return [checkpoint_info(row) for row in rows]
 
     def latest_checkpoint(self, run_id: str) -> CheckpointInfo | None:
         """The run's checkpoint of the highest step (the newest among equals), or None."""
-        stmt = (
-            sa.select(CheckpointRow)
-            .where(CheckpointRow.run_id == run_id)
-            .order_by(CheckpointRow.step.desc(), CheckpointRow.created_at.desc())
-            .limit(1)
-        )
-        with self._session() as s:
-            row = s.scalars(stmt).first()
+        sql = "SELECT * FROM checkpoints WHERE run_id = ? ORDER BY step DESC, created_at DESC LIMIT 1"
+        with self._transaction() as c:
+            row = _one(c, sql, [run_id])
             return None if row is None else checkpoint_info(row)
 
     def add_test(
         self, *, run_id: str, step: int, epoch: int, split: str, loss: float | None, metrics: dict | None = None
     ) -> TestInfo:
         """Record an evaluation of a run on a split."""
-        with self._session(write=True) as s:
-            self._require_run(s, run_id)
-            row = TestRow(
-                run_id=run_id, step=int(step), epoch=int(epoch), split=split, loss=opt_float(loss),
-                metrics=plain(metrics), created_at=time.time(),
-            )  # fmt: skip
-            s.add(row)
-            s.flush()
-            return test_info(row)
+        with self._transaction(write=True) as c:
+            self._require_run(c, run_id)
+            test_id = _insert(c, "tests", {
+                "run_id": run_id, "step": int(step), "epoch": int(epoch), "split": split,
+                "loss": opt_float(loss), "metrics": json_text(metrics), "created_at": time.time(),
+            })  # fmt: skip
+            return test_info(_one(c, "SELECT * FROM tests WHERE id = ?", [test_id]))
 
     def tests(self, run_id: str | None = None) -> list[TestInfo]:
         """Evaluations in the order they were recorded."""
-        stmt = sa.select(TestRow).order_by(TestRow.id)
-        if run_id is not None:
-            stmt = stmt.where(TestRow.run_id == run_id)
-        with self._session() as s:
-            return [test_info(row) for row in s.scalars(stmt)]
+        where, params = ("WHERE run_id = ?", [run_id]) if run_id is not None else ("", [])
+        with self._transaction() as c:
+            return [test_info(row) for row in c.execute(f"SELECT * FROM tests {where} ORDER BY id", params)]
 
     # --- slices --------------------------------------------------------------
 
@@ -471,30 +452,26 @@ class Catalog:
             2
         """
         blob, count = ids_blob(sample_ids)
-        with self._session(write=True) as s:
-            existing = s.scalars(sa.select(SliceRow).where(SliceRow.name == name)).first()
-            if existing is not None:
+        with self._transaction(write=True) as c:
+            if _one(c, "SELECT id FROM slices WHERE name = ?", [name]) is not None:
                 if not replace:
                     raise StoreError(
                         f"slice {name!r} already exists in {self.path}: pass replace=True to "
                         "overwrite it or choose another name"
                     )
-                s.delete(existing)
-                s.flush()
-            row = SliceRow(
-                name=name, run_id=run_id, split=split, epoch=opt_int(epoch), method=plain(method),
-                count=count, sample_ids=blob, created_at=time.time(),
-            )  # fmt: skip
-            s.add(row)
-            s.flush()
-            return slice_info(row)
+                c.execute("DELETE FROM slices WHERE name = ?", (name,))
+            slice_id = _insert(c, "slices", {
+                "name": name, "run_id": run_id, "split": split, "epoch": opt_int(epoch),
+                "method": json_text(method), "count": count, "sample_ids": blob, "created_at": time.time(),
+            })  # fmt: skip
+            return slice_info(_one(c, "SELECT * FROM slices WHERE id = ?", [slice_id]))
 
     def slice(self, name: str) -> SliceInfo:
         """One slice by name; StoreError listing the known ones when it is not there."""
-        with self._session() as s:
-            row = s.scalars(sa.select(SliceRow).where(SliceRow.name == name)).first()
+        with self._transaction() as c:
+            row = _one(c, "SELECT * FROM slices WHERE name = ?", [name])
             if row is None:
-                known = s.scalars(sa.select(SliceRow.name).order_by(SliceRow.id)).all()
+                known = _column(c, "SELECT name FROM slices ORDER BY id")
                 raise StoreError(
                     f"no slice {name!r} in {self.path}; known slices: {_listing(known)}: "
                     "pass one of these names"
@@ -503,8 +480,8 @@ class Catalog:
 
     def slices(self) -> list[SliceInfo]:
         """Every slice in creation order."""
-        with self._session() as s:
-            return [slice_info(row) for row in s.scalars(sa.select(SliceRow).order_by(SliceRow.id))]
+        with self._transaction() as c:
+            return [slice_info(row) for row in c.execute("SELECT * FROM slices ORDER BY id")]
 
     # --- events --------------------------------------------------------------
 
@@ -520,20 +497,20 @@ class Catalog:
     ) -> EventInfo:
         """Append one event (a log line, a pause, a non-finite loss...)."""
         fields = {"level": level, "kind": kind, "message": message, "run_id": run_id, "step": step, "data": data}
-        row = event_row(fields, now=time.time())
-        with self._session(write=True) as s:
-            s.add(row)
-            s.flush()
-            return event_info(row)
+        values = event_values(fields, now=time.time())
+        with self._transaction(write=True) as c:
+            event_id = _insert(c, "events", values)
+            return event_info(_one(c, "SELECT * FROM events WHERE id = ?", [event_id]))
 
     def add_events(self, events: Sequence[dict]) -> None:
         """Append several events (dicts with :meth:`add_event`'s keys) in one transaction."""
         now = time.time()
-        rows = [event_row(dict(event), now=now) for event in events]
+        rows = [event_values(dict(event), now=now) for event in events]
         if not rows:
             return
-        with self._session(write=True) as s:
-            s.add_all(rows)
+        with self._transaction(write=True) as c:
+            for values in rows:
+                _insert(c, "events", values)
 
     def events(
         self,
@@ -544,15 +521,20 @@ class Catalog:
         limit: int | None = None,
     ) -> list[EventInfo]:
         """Events with ``id > since_id`` in the order they happened (poll with the last id seen)."""
-        stmt = sa.select(EventRow).where(EventRow.id > since_id).order_by(EventRow.id)
+        where, params = ["id > ?"], [int(since_id)]
         if run_id is not None:
-            stmt = stmt.where(EventRow.run_id == run_id)
+            where.append("run_id = ?")
+            params.append(run_id)
         if levels is not None:
-            stmt = stmt.where(EventRow.level.in_(list(levels)))
+            levels = list(levels)
+            where.append(f"level IN ({_marks(levels)})" if levels else "0")
+            params += levels
+        sql = f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id"
         if limit is not None:
-            stmt = stmt.limit(int(limit))
-        with self._session() as s:
-            return [event_info(row) for row in s.scalars(stmt)]
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        with self._transaction() as c:
+            return [event_info(row) for row in c.execute(sql, params)]
 
     # --- epoch summaries -----------------------------------------------------
 
@@ -566,33 +548,34 @@ class Catalog:
         values = {
             "count": int(summary.count),
             **{k: opt_float(getattr(summary, k)) for k in ("mean", "min", "max", "p10", "p50", "p90", "p99")},
-            "hist_edges": [float(x) for x in summary.hist_edges],
-            "hist_counts": [int(x) for x in summary.hist_counts],
-            "metrics": plain(summary.metrics),
-            "created_at": summary.created_at if summary.created_at is not None else time.time(),
+            "hist_edges": json_text([float(x) for x in summary.hist_edges]),
+            "hist_counts": json_text([int(x) for x in summary.hist_counts]),
+            "metrics": json_text(summary.metrics),
+            "created_at": float(summary.created_at) if summary.created_at is not None else time.time(),
         }
         key = {"run_id": summary.run_id, "split": summary.split, "epoch": int(summary.epoch), "step": int(summary.step)}
-        with self._session(write=True) as s:
-            self._require_run(s, summary.run_id)
-            row = s.scalars(sa.select(EpochRow).filter_by(**key)).first()
+        match = " AND ".join(f"{k} = ?" for k in key)
+        with self._transaction(write=True) as c:
+            self._require_run(c, summary.run_id)
+            row = _one(c, f"SELECT id FROM epochs WHERE {match}", list(key.values()))
             if row is None:
-                row = EpochRow(**key, **values)
-                s.add(row)
+                epoch_id = _insert(c, "epochs", {**key, **values})
             else:
-                for name, value in values.items():
-                    setattr(row, name, value)
-            s.flush()
-            return epoch_summary(row)
+                epoch_id = row["id"]
+                sets = ", ".join(f"{k} = ?" for k in values)
+                c.execute(f"UPDATE epochs SET {sets} WHERE id = ?", (*values.values(), epoch_id))
+            return epoch_summary(_one(c, "SELECT * FROM epochs WHERE id = ?", [epoch_id]))
 
     def epochs(self, *, run_id: str | None = None, split: str | None = None) -> list[EpochSummary]:
         """Epoch summaries ordered by run, split, epoch and step."""
-        stmt = sa.select(EpochRow).order_by(EpochRow.run_id, EpochRow.split, EpochRow.epoch, EpochRow.step)
-        if run_id is not None:
-            stmt = stmt.where(EpochRow.run_id == run_id)
-        if split is not None:
-            stmt = stmt.where(EpochRow.split == split)
-        with self._session() as s:
-            return [epoch_summary(row) for row in s.scalars(stmt)]
+        where, params = ["1"], []
+        for column, value in (("run_id", run_id), ("split", split)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = f"SELECT * FROM epochs WHERE {' AND '.join(where)} ORDER BY run_id, split, epoch, step"
+        with self._transaction() as c:
+            return [epoch_summary(row) for row in c.execute(sql, params)]
 
     # --- shards --------------------------------------------------------------
 
@@ -616,11 +599,10 @@ class Catalog:
             kind=kind, run_id=run_id, split=split, epoch=epoch, path=path, rows=rows, bytes=bytes,
             min_step=min_step, max_step=max_step, level=level, sealed=sealed,
         )  # fmt: skip
-        row = shard_row(fields, now=time.time())
-        with self._session(write=True) as s:
-            s.add(row)
-            s.flush()
-            return shard_info(row)
+        values = shard_values(fields, now=time.time())
+        with self._transaction(write=True) as c:
+            shard_id = _insert(c, "shards", values)
+            return shard_info(_one(c, "SELECT * FROM shards WHERE id = ?", [shard_id]))
 
     def compact_shards(self, *, retire_ids: Sequence[int], new: dict) -> ShardInfo:
         """In one transaction: list ``new`` (add_shard's keys) and retire ``retire_ids``.
@@ -632,39 +614,31 @@ class Catalog:
             StoreError: one of ``retire_ids`` is not an active shard; nothing changes.
         """
         now = time.time()
-        row = shard_row(dict(new), now=now)
+        values = shard_values(dict(new), now=now)
         ids = sorted({int(i) for i in retire_ids})
-        with self._session(write=True) as s:
-            old = s.scalars(sa.select(ShardRow).where(ShardRow.id.in_(ids))).all()
-            active = {r.id for r in old if r.state == "active"}
+        with self._transaction(write=True) as c:
+            active = set(_column(c, f"SELECT id FROM shards WHERE state = 'active' AND id IN ({_marks(ids)})", ids))
             if active != set(ids):
                 raise StoreError(
                     f"shards {_listing(sorted(set(ids) - active))} are not active in {self.path}: "
                     "retire only shards listed by active_shards()"
                 )
-            s.add(row)
-            for r in old:
-                r.state, r.retired_at = "retired", now
-            s.flush()
-            return shard_info(row)
+            shard_id = _insert(c, "shards", values)
+            c.execute(f"UPDATE shards SET state = 'retired', retired_at = ? WHERE id IN ({_marks(ids)})", (now, *ids))
+            return shard_info(_one(c, "SELECT * FROM shards WHERE id = ?", [shard_id]))
 
     def active_shards(self, kind: str | None = None) -> list[ShardInfo]:
         """The shards readers should use, oldest first."""
-        stmt = sa.select(ShardRow).where(ShardRow.state == "active").order_by(ShardRow.id)
-        if kind is not None:
-            stmt = stmt.where(ShardRow.kind == kind)
-        with self._session() as s:
-            return [shard_info(row) for row in s.scalars(stmt)]
+        where, params = ("AND kind = ?", [kind]) if kind is not None else ("", [])
+        with self._transaction() as c:
+            rows = c.execute(f"SELECT * FROM shards WHERE state = 'active' {where} ORDER BY id", params)
+            return [shard_info(row) for row in rows]
 
     def retired_shards(self, *, older_than: float) -> list[ShardInfo]:
         """Retired shards whose ``retired_at`` is before ``older_than`` (unix seconds)."""
-        stmt = (
-            sa.select(ShardRow)
-            .where(ShardRow.state == "retired", ShardRow.retired_at < older_than)
-            .order_by(ShardRow.id)
-        )
-        with self._session() as s:
-            return [shard_info(row) for row in s.scalars(stmt)]
+        sql = "SELECT * FROM shards WHERE state = 'retired' AND retired_at < ? ORDER BY id"
+        with self._transaction() as c:
+            return [shard_info(row) for row in c.execute(sql, (float(older_than),))]
 
     def forget_shards(self, ids: Sequence[int]) -> None:
         """Drop retired shards from the list (after their files were deleted).
@@ -675,16 +649,14 @@ class Catalog:
         ids = sorted({int(i) for i in ids})
         if not ids:
             return
-        with self._session(write=True) as s:
-            active = s.scalars(
-                sa.select(ShardRow.id).where(ShardRow.id.in_(ids), ShardRow.state == "active")
-            ).all()
+        with self._transaction(write=True) as c:
+            active = _column(c, f"SELECT id FROM shards WHERE state = 'active' AND id IN ({_marks(ids)})", ids)
             if active:
                 raise StoreError(
                     f"shards {_listing(active)} are still active in {self.path}: retire them with "
                     "compact_shards before forgetting them"
                 )
-            s.execute(sa.delete(ShardRow).where(ShardRow.id.in_(ids)))
+            c.execute(f"DELETE FROM shards WHERE id IN ({_marks(ids)})", ids)
 
     # --- Arrow export --------------------------------------------------------
 
@@ -706,7 +678,8 @@ class Catalog:
             >>> cat.table_arrow("runs").column_names[:3]
             ['id', 'session_id', 'name']
         """
-        stmt = arrow_select(name)
-        with self._session() as s:
-            rows = s.execute(stmt).all()
-        return arrow_table(name, rows)
+        table = source_table(name)  # checked: one of ARROW_TABLES
+        with self._transaction() as c:
+            columns = [(row["name"], row["type"]) for row in c.execute(f"PRAGMA table_info({table})")]
+            rows = c.execute(arrow_select(name, columns)).fetchall()
+        return arrow_table(name, columns, rows)

@@ -1,9 +1,10 @@
 """Catalog tables as Arrow tables, for the DuckDB views of a reader.
 
-:meth:`onthefly.store.catalog.Catalog.table_arrow` runs :func:`arrow_select`
-in one of its managed sessions and hands the rows to :func:`arrow_table`;
-both functions are pure (no connection). pyarrow is imported only when a
-table is built, so a training process that never exports does not load it.
+:meth:`onthefly.store.catalog.Catalog.table_arrow` reads a table's columns
+(``PRAGMA table_info``: the schema of the file, which the migrations made),
+runs :func:`arrow_select` and hands the rows to :func:`arrow_table`; both
+functions are pure (no connection). pyarrow is imported only when a table is
+built, so a training process that never exports does not load it.
 """
 
 from __future__ import annotations
@@ -12,26 +13,40 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import sqlalchemy as sa
 
 from onthefly.errors import ConfigError
-from onthefly.store.catalog_records import blob_ids
-from onthefly.store.models import Base, SliceRow
+from onthefly.store.catalog_records import TABLES, blob_ids
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["ARROW_TABLES", "arrow_select", "arrow_table"]
+__all__ = ["ARROW_TABLES", "source_table", "arrow_select", "arrow_table"]
 
-ARROW_TABLES = (
-    "sessions", "runs", "run_edges", "checkpoints", "tests", "slices", "events", "epochs",
-    "shards", "slice_members",
-)  # fmt: skip
+ARROW_TABLES = TABLES + ("slice_members",)
 
-SLICE_MEMBERS = sa.select(SliceRow.id, SliceRow.name, SliceRow.sample_ids).order_by(SliceRow.id)
+# (name, declared SQL type) of one column, as PRAGMA table_info gives them.
+Column = tuple[str, str]
+
+_SLICE_MEMBERS = "SELECT id, name, sample_ids FROM slices ORDER BY id"
 
 
-def arrow_select(name: str) -> sa.Select:
+def _check(name: str) -> None:
+    if name not in ARROW_TABLES:
+        raise ConfigError(f"no catalog table {name!r}: choose one of {', '.join(ARROW_TABLES)}")
+
+
+def source_table(name: str) -> str:
+    """The catalog table whose columns ``name`` is read from (checked against ``ARROW_TABLES``).
+
+    Example:
+        >>> source_table("slice_members")
+        'slices'
+    """
+    _check(name)
+    return "slices" if name == "slice_members" else name
+
+
+def arrow_select(name: str, columns: Sequence[Column]) -> str:
     """The SELECT that reads catalog table ``name`` for :func:`arrow_table`.
 
     Rows come in the order they were written; JSON columns come as JSON text
@@ -39,30 +54,28 @@ def arrow_select(name: str) -> sa.Select:
 
     Args:
         name: one of ``ARROW_TABLES``.
+        columns: the table's ``(name, declared type)`` pairs.
 
     Returns:
-        The statement to run in a catalog session.
+        The statement to run in a catalog transaction.
 
     Raises:
         ConfigError: ``name`` is not one of ``ARROW_TABLES``.
 
     Example:
-        >>> arrow_select("runs").selected_columns.keys()[:2]
-        ['id', 'session_id']
+        >>> arrow_select("runs", [("id", "VARCHAR(64)"), ("config", "JSON")])
+        "SELECT id, NULLIF(config, 'null') AS config FROM runs ORDER BY rowid"
     """
+    _check(name)
     if name == "slice_members":
-        return SLICE_MEMBERS
-    if name not in ARROW_TABLES:
-        raise ConfigError(f"no catalog table {name!r}: choose one of {', '.join(ARROW_TABLES)}")
-    table = Base.metadata.tables[name]
+        return _SLICE_MEMBERS
     selected = [
-        sa.func.nullif(sa.type_coerce(c, sa.Text), "null").label(c.name) if isinstance(c.type, sa.JSON) else c
-        for c in _columns(name)
+        f"NULLIF({c}, 'null') AS {c}" if kind.upper() == "JSON" else c for c, kind in _kept(name, columns)
     ]
-    return sa.select(*selected).order_by(sa.literal_column(f"{table.name}.rowid"))  # write order
+    return f"SELECT {', '.join(selected)} FROM {name} ORDER BY rowid"  # write order
 
 
-def arrow_table(name: str, rows: Sequence[Any]) -> pa.Table:
+def arrow_table(name: str, columns: Sequence[Column], rows: Sequence[Any]) -> pa.Table:
     """The rows :func:`arrow_select` read, as an Arrow table.
 
     The schema is the same whether ``rows`` is empty or not;
@@ -70,28 +83,32 @@ def arrow_table(name: str, rows: Sequence[Any]) -> pa.Table:
 
     Args:
         name: the table ``rows`` were read from.
-        rows: the result rows of ``arrow_select(name)``.
+        columns: the table's ``(name, declared type)`` pairs, as given to :func:`arrow_select`.
+        rows: the result rows of ``arrow_select(name, columns)``.
 
     Returns:
         A ``pyarrow.Table``.
 
     Example:
-        >>> arrow_table("runs", []).num_rows
+        >>> arrow_table("runs", [("id", "VARCHAR(64)")], []).num_rows
         0
     """
     import pyarrow as pa
 
+    _check(name)
     if name == "slice_members":
         return _slice_members(rows)
-    columns = _columns(name)
-    schema = pa.schema([pa.field(c.name, _arrow_type(c.type)) for c in columns])
-    data = {c.name: [row[i] for row in rows] for i, c in enumerate(columns)}
+    kept = _kept(name, columns)
+    schema = pa.schema([pa.field(c, _arrow_type(kind)) for c, kind in kept])
+    data = {c: [row[i] for row in rows] for i, (c, _) in enumerate(kept)}
+    for c, kind in kept:
+        if schema.field(c).type == pa.bool_():  # SQLite keeps booleans as 0 and 1
+            data[c] = [None if v is None else bool(v) for v in data[c]]
     return pa.table(data, schema=schema)
 
 
-def _columns(name: str) -> list[sa.Column]:
-    table = Base.metadata.tables[name]
-    return [c for c in table.columns if not (name == "slices" and c.name == "sample_ids")]
+def _kept(name: str, columns: Sequence[Column]) -> list[Column]:
+    return [(c, kind) for c, kind in columns if not (name == "slices" and c == "sample_ids")]
 
 
 def _slice_members(rows: Sequence[Any]) -> pa.Table:
@@ -110,17 +127,19 @@ def _slice_members(rows: Sequence[Any]) -> pa.Table:
     )
 
 
-def _arrow_type(column_type: sa.types.TypeEngine) -> pa.DataType:
+def _arrow_type(declared: str) -> pa.DataType:
+    """The Arrow type of a column from its declared SQL type, as the models' DDL writes it."""
     import pyarrow as pa
 
-    if isinstance(column_type, sa.Boolean):
+    kind = declared.upper().split("(")[0].strip()
+    if kind == "BOOLEAN":
         return pa.bool_()
-    if isinstance(column_type, sa.Integer):
+    if kind == "INTEGER":
         return pa.int64()
-    if isinstance(column_type, sa.Float):
+    if kind == "FLOAT":
         return pa.float64()
-    if isinstance(column_type, (sa.JSON, sa.String)):
+    if kind in ("JSON", "VARCHAR", "TEXT"):
         return pa.string()  # JSON columns travel as JSON text
-    if isinstance(column_type, sa.LargeBinary):
+    if kind == "BLOB":
         return pa.binary()
-    raise TypeError(f"no Arrow type for column type {column_type!r}: add it to _arrow_type")
+    raise TypeError(f"no Arrow type for column type {declared!r}: add it to _arrow_type")

@@ -18,16 +18,6 @@ from typing import Any
 import numpy as np
 
 from onthefly.errors import ConfigError
-from onthefly.store.models import (
-    CheckpointRow,
-    EpochRow,
-    EventRow,
-    RunRow,
-    SessionRow,
-    ShardRow,
-    SliceRow,
-    TestRow,
-)
 from onthefly.store.records import (
     CheckpointInfo,
     EpochSummary,
@@ -40,6 +30,7 @@ from onthefly.store.records import (
 )
 
 __all__ = [
+    "TABLES",
     "RUN_KINDS",
     "RUN_STATUSES",
     "EDGE_ROLES",
@@ -47,6 +38,8 @@ __all__ = [
     "SESSION_ORIGINS",
     "SHARD_KINDS",
     "json_dumps",
+    "json_text",
+    "json_value",
     "plain",
     "choice",
     "opt_float",
@@ -61,9 +54,14 @@ __all__ = [
     "event_info",
     "epoch_summary",
     "shard_info",
-    "shard_row",
-    "event_row",
+    "shard_values",
+    "event_values",
 ]
+
+# The catalog's tables, as the models (onthefly.store.models) and the
+# migrations define them; a test checks the two agree.
+TABLES = ("sessions", "runs", "run_edges", "checkpoints", "tests", "slices", "events", "epochs", "shards")
+
 
 RUN_KINDS = ("base", "fork", "merge", "imported")
 RUN_STATUSES = ("running", "paused", "finished", "failed", "stopped")
@@ -92,6 +90,16 @@ def _json_default(value: Any) -> Any:
 def json_dumps(value: Any) -> str:
     """``value`` as JSON text, numpy values and paths made plain (the JSON columns' serializer)."""
     return json.dumps(value, default=_json_default)
+
+
+def json_text(value: Any) -> str | None:
+    """A JSON column's text for ``value``; None stays SQL NULL."""
+    return None if value is None else json_dumps(value)
+
+
+def json_value(text: str | None) -> Any:
+    """The value a JSON column's text holds (SQL NULL and JSON null both give None)."""
+    return None if text is None else json.loads(text)
 
 
 def plain(value: Any) -> Any:
@@ -135,77 +143,80 @@ def blob_ids(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=_ID_DTYPE).astype(np.int64)
 
 
-# --- ORM rows -> records -----------------------------------------------------
+# --- rows -> records ----------------------------------------------------------
 
 
-def session_info(row: SessionRow) -> SessionInfo:
+def session_info(row: Any) -> SessionInfo:
     return SessionInfo(
-        id=row.id, project=row.project, created_at=row.created_at, origin=row.origin,
-        host=row.host, pid=row.pid, package_version=row.package_version, meta=row.meta,
+        id=row["id"], project=row["project"], created_at=row["created_at"], origin=row["origin"],
+        host=row["host"], pid=row["pid"], package_version=row["package_version"],
+        meta=json_value(row["meta"]),
     )  # fmt: skip
 
 
-def run_info(row: RunRow, parents: Sequence[tuple[str, str]]) -> RunInfo:
+def run_info(row: Any, parents: Sequence[tuple[str, str]]) -> RunInfo:
     return RunInfo(
-        id=row.id, session_id=row.session_id, name=row.name, kind=row.kind, status=row.status,
-        created_at=row.created_at, ended_at=row.ended_at, config=row.config, hparams=row.hparams,
-        parents=tuple(parents),
+        id=row["id"], session_id=row["session_id"], name=row["name"], kind=row["kind"],
+        status=row["status"], created_at=row["created_at"], ended_at=row["ended_at"],
+        config=json_value(row["config"]), hparams=json_value(row["hparams"]), parents=tuple(parents),
     )  # fmt: skip
 
 
-def checkpoint_info(row: CheckpointRow) -> CheckpointInfo:
+def checkpoint_info(row: Any) -> CheckpointInfo:
     return CheckpointInfo(
-        id=row.id, run_id=row.run_id, step=row.step, epoch=row.epoch, reason=row.reason,
-        path=row.path, bytes=row.bytes, sha256=row.sha256, holds=tuple(row.holds or ()),
-        created_at=row.created_at,
+        id=row["id"], run_id=row["run_id"], step=row["step"], epoch=row["epoch"], reason=row["reason"],
+        path=row["path"], bytes=row["bytes"], sha256=row["sha256"],
+        holds=tuple(json_value(row["holds"]) or ()), created_at=row["created_at"],
     )  # fmt: skip
 
 
-def test_info(row: TestRow) -> TestInfo:
+def test_info(row: Any) -> TestInfo:
     return TestInfo(
-        id=row.id, run_id=row.run_id, step=row.step, epoch=row.epoch, split=row.split,
-        loss=row.loss, metrics=row.metrics, created_at=row.created_at,
+        id=row["id"], run_id=row["run_id"], step=row["step"], epoch=row["epoch"], split=row["split"],
+        loss=row["loss"], metrics=json_value(row["metrics"]), created_at=row["created_at"],
     )  # fmt: skip
 
 
-def slice_info(row: SliceRow) -> SliceInfo:
+def slice_info(row: Any) -> SliceInfo:
     return SliceInfo(
-        id=row.id, name=row.name, run_id=row.run_id, split=row.split, epoch=row.epoch,
-        method=row.method, count=row.count, sample_ids=blob_ids(row.sample_ids),
-        created_at=row.created_at,
+        id=row["id"], name=row["name"], run_id=row["run_id"], split=row["split"], epoch=row["epoch"],
+        method=json_value(row["method"]), count=row["count"], sample_ids=blob_ids(row["sample_ids"]),
+        created_at=row["created_at"],
     )  # fmt: skip
 
 
-def event_info(row: EventRow) -> EventInfo:
+def event_info(row: Any) -> EventInfo:
     return EventInfo(
-        id=row.id, run_id=row.run_id, step=row.step, level=row.level, kind=row.kind,
-        message=row.message, data=row.data, created_at=row.created_at,
+        id=row["id"], run_id=row["run_id"], step=row["step"], level=row["level"], kind=row["kind"],
+        message=row["message"], data=json_value(row["data"]), created_at=row["created_at"],
     )  # fmt: skip
 
 
-def epoch_summary(row: EpochRow) -> EpochSummary:
+def epoch_summary(row: Any) -> EpochSummary:
     return EpochSummary(
-        run_id=row.run_id, split=row.split, epoch=row.epoch, step=row.step, count=row.count,
-        mean=row.mean, min=row.min, max=row.max, p10=row.p10, p50=row.p50, p90=row.p90,
-        p99=row.p99, hist_edges=list(row.hist_edges or []), hist_counts=list(row.hist_counts or []),
-        metrics=row.metrics, created_at=row.created_at, id=row.id,
+        run_id=row["run_id"], split=row["split"], epoch=row["epoch"], step=row["step"],
+        count=row["count"], mean=row["mean"], min=row["min"], max=row["max"], p10=row["p10"],
+        p50=row["p50"], p90=row["p90"], p99=row["p99"],
+        hist_edges=list(json_value(row["hist_edges"]) or []),
+        hist_counts=list(json_value(row["hist_counts"]) or []),
+        metrics=json_value(row["metrics"]), created_at=row["created_at"], id=row["id"],
     )  # fmt: skip
 
 
-def shard_info(row: ShardRow) -> ShardInfo:
+def shard_info(row: Any) -> ShardInfo:
     return ShardInfo(
-        id=row.id, kind=row.kind, run_id=row.run_id, split=row.split, epoch=row.epoch,
-        path=row.path, rows=row.rows, bytes=row.bytes, min_step=row.min_step,
-        max_step=row.max_step, level=row.level, state=row.state, sealed=bool(row.sealed),
-        created_at=row.created_at, retired_at=row.retired_at,
+        id=row["id"], kind=row["kind"], run_id=row["run_id"], split=row["split"], epoch=row["epoch"],
+        path=row["path"], rows=row["rows"], bytes=row["bytes"], min_step=row["min_step"],
+        max_step=row["max_step"], level=row["level"], state=row["state"], sealed=bool(row["sealed"]),
+        created_at=row["created_at"], retired_at=row["retired_at"],
     )  # fmt: skip
 
 
-# --- fields -> ORM rows ------------------------------------------------------
+# --- fields -> column values --------------------------------------------------
 
 
-def shard_row(fields: dict[str, Any], *, now: float) -> ShardRow:
-    """A new active shard row from :meth:`Catalog.add_shard`'s keys, checked."""
+def shard_values(fields: dict[str, Any], *, now: float) -> dict[str, Any]:
+    """The columns of a new active shard from :meth:`Catalog.add_shard`'s keys, checked."""
     unknown = set(fields) - _SHARD_KEYS
     missing = {"kind", "run_id", "split", "epoch", "path", "rows", "bytes", "min_step", "max_step"} - set(fields)
     if unknown or missing:
@@ -213,7 +224,7 @@ def shard_row(fields: dict[str, Any], *, now: float) -> ShardRow:
             f"shard fields: unknown {sorted(unknown)}, missing {sorted(missing)}: "
             f"pass exactly the keys of Catalog.add_shard ({', '.join(sorted(_SHARD_KEYS))})"
         )
-    return ShardRow(
+    return dict(
         kind=choice(fields["kind"], SHARD_KINDS, "shard kind"), run_id=fields["run_id"],
         split=fields["split"], epoch=opt_int(fields["epoch"]), path=str(fields["path"]),
         rows=int(fields["rows"]), bytes=int(fields["bytes"]),
@@ -223,8 +234,8 @@ def shard_row(fields: dict[str, Any], *, now: float) -> ShardRow:
     )  # fmt: skip
 
 
-def event_row(fields: dict[str, Any], *, now: float) -> EventRow:
-    """A new event row from :meth:`Catalog.add_event`'s keys, checked."""
+def event_values(fields: dict[str, Any], *, now: float) -> dict[str, Any]:
+    """The columns of a new event from :meth:`Catalog.add_event`'s keys, checked."""
     unknown = set(fields) - _EVENT_KEYS
     missing = {"level", "kind", "message"} - set(fields)
     if unknown or missing:
@@ -232,8 +243,8 @@ def event_row(fields: dict[str, Any], *, now: float) -> EventRow:
             f"event fields: unknown {sorted(unknown)}, missing {sorted(missing)}: "
             f"pass the keys of Catalog.add_event ({', '.join(sorted(_EVENT_KEYS))})"
         )
-    return EventRow(
+    return dict(
         run_id=fields.get("run_id"), step=opt_int(fields.get("step")),
         level=choice(fields["level"], EVENT_LEVELS, "event level"), kind=str(fields["kind"]),
-        message=str(fields["message"]), data=plain(fields.get("data")), created_at=now,
+        message=str(fields["message"]), data=json_text(fields.get("data")), created_at=now,
     )  # fmt: skip

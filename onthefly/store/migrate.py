@@ -12,29 +12,30 @@ Alembic is imported only when a catalog needs it. A catalog already at head is
 recognised from its ``alembic_version`` row, and a new, empty file is created
 from ``schema_head.sql``: the schema Alembic's migrations produce, saved next to
 them and checked against a fresh migration by the tests (rewrite it with
-``python -m onthefly.store.migrate``). A training process, which always starts a
-new catalog, thus saves about 0.15 s of imports.
+``python -m onthefly.store.migrate``). Both of those go through the standard
+library's ``sqlite3``: SQLAlchemy, like Alembic, is imported only for a real
+migration, so a training process, which always starts a new catalog, imports
+neither.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import sys
 import urllib.parse
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
 from filelock import FileLock, Timeout
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.pool import NullPool
 
 from onthefly.errors import CorruptFileError, MissingFileError, SchemaError, StoreError
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy.engine import Connection, Engine
 
 __all__ = [
     "HEAD",
@@ -52,6 +53,7 @@ __all__ = [
     "corruption_error",
     "translated_errors",
     "readonly_uri",
+    "connect",
 ]
 
 HEAD = "0001"
@@ -205,7 +207,9 @@ def translated_errors(db_path: Path) -> Iterator[None]:
     """
     try:
         yield
-    except (sa.exc.DBAPIError, sqlite3.DatabaseError) as exc:
+    except Exception as exc:
+        if not _database_error(exc):
+            raise
         err: Exception | None = corruption_error(db_path, exc)
         text = str(getattr(exc, "orig", None) or exc)
         if err is None and "database is locked" in text:
@@ -223,6 +227,14 @@ def translated_errors(db_path: Path) -> Iterator[None]:
         raise err from exc
 
 
+def _database_error(exc: BaseException) -> bool:
+    """An error of SQLite itself, raised by ``sqlite3`` or wrapped by SQLAlchemy (when it is loaded)."""
+    if isinstance(exc, sqlite3.DatabaseError):
+        return True
+    wrapped = sys.modules.get("sqlalchemy.exc")
+    return wrapped is not None and isinstance(exc, wrapped.DBAPIError)
+
+
 def readonly_uri(db_path: Path) -> str:
     """The ``file:`` URI that opens ``db_path`` read-only with ``sqlite3.connect(uri=True)``.
 
@@ -233,8 +245,34 @@ def readonly_uri(db_path: Path) -> str:
     return "file:" + urllib.parse.quote(str(Path(db_path).absolute())) + "?mode=ro"
 
 
+def connect(db_path: Path, *, readonly: bool = False, shared: bool = False) -> sqlite3.Connection:
+    """A ``sqlite3`` connection to the catalog in autocommit mode (the caller opens transactions).
+
+    Args:
+        db_path: the catalog file.
+        readonly: open it read-only (``mode=ro``): the file must exist.
+        shared: usable from several threads (the caller serialises them).
+
+    Example:
+        >>> conn = connect(Path("session/catalog.sqlite"), readonly=True)
+    """
+    if readonly:
+        conn = sqlite3.connect(readonly_uri(db_path), uri=True, check_same_thread=not shared, isolation_level=None)
+    else:
+        conn = sqlite3.connect(str(db_path), check_same_thread=not shared, isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}").fetchall()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def _migration_engine(db_path: Path, *, readonly: bool = False) -> Engine:
-    """An engine whose transactions also cover DDL, so a failed upgrade rolls back whole."""
+    """An engine whose transactions also cover DDL, so a failed upgrade rolls back whole (for Alembic)."""
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
     if readonly:
         uri = readonly_uri(db_path)
 
@@ -282,21 +320,28 @@ def _migration_lock(db_path: Path, timeout: float) -> Iterator[None]:
         lock.release()
 
 
-def revision_of(connection: Connection) -> str | None:
+def _rows(connection: Any, sql: str) -> list[Any]:
+    """The rows of ``sql`` on a ``sqlite3`` connection or a SQLAlchemy one (Alembic's)."""
+    run = getattr(connection, "exec_driver_sql", None) or connection.execute
+    return list(run(sql).fetchall())
+
+
+def revision_of(connection: Any) -> str | None:
     """The revision recorded on an open connection (None: no schema yet).
 
     Reads Alembic's ``alembic_version`` table directly, as Alembic does.
+
+    Args:
+        connection: a ``sqlite3`` connection, or a SQLAlchemy one.
 
     Raises:
         SchemaError: the table holds more than one revision (branches this
             package never creates).
     """
-    found = connection.exec_driver_sql(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
-    ).first()
-    if found is None:
+    found = _rows(connection, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'")
+    if not found:
         return None
-    rows = connection.exec_driver_sql("SELECT version_num FROM alembic_version").fetchall()
+    rows = _rows(connection, "SELECT version_num FROM alembic_version")
     if len(rows) > 1:
         raise SchemaError(
             f"the catalog records several schema revisions {sorted(r[0] for r in rows)}: it was not written "
@@ -305,8 +350,8 @@ def revision_of(connection: Connection) -> str | None:
     return rows[0][0] if rows else None
 
 
-def _is_blank(connection: Connection) -> bool:
-    return connection.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar() == 0
+def _is_blank(connection: Any) -> bool:
+    return _rows(connection, "SELECT count(*) FROM sqlite_master")[0][0] == 0
 
 
 def _head_schema_path() -> Path:
@@ -329,16 +374,34 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
-def _create_at_head(connection: Connection) -> None:
-    path = _head_schema_path()
-    if not path.is_file():  # a package built without the snapshot: the migrations give the same schema
-        _alembic_upgrade(connection)
-        return
-    for statement in _statements(path.read_text(encoding="utf-8")):
-        connection.exec_driver_sql(statement)
+def _upgrade_without_alembic(db_path: Path) -> bool:
+    """In one transaction: True when the catalog is at ``HEAD`` already or was blank and is now
+    created from the snapshot; False (nothing written) when Alembic has to look at it."""
+    conn = connect(db_path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            revision = revision_of(conn)
+            snapshot = _head_schema_path()
+            if revision == HEAD:
+                done = True
+            elif revision is None and _is_blank(conn) and snapshot.is_file():
+                for statement in _statements(snapshot.read_text(encoding="utf-8")):
+                    conn.execute(statement)
+                done = True
+            else:  # older, newer, foreign, or a package built without the snapshot
+                done = False
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.close()
+    return done
 
 
-def dump_schema(connection: Connection) -> str:
+def dump_schema(connection: Any) -> str:
     """The SQL that recreates the schema (tables, indexes, triggers) and revision of a catalog.
 
     Rows other than the revision are not included.
@@ -348,9 +411,9 @@ def dump_schema(connection: Connection) -> str:
         -- The schema of a new OnTheFly catalog at revision 0001, as Alembic's migrations create it.
     """
     revision = revision_of(connection)
-    rows = connection.exec_driver_sql(
-        "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
-    ).fetchall()
+    rows = _rows(
+        connection, "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
+    )
     lines = [
         f"-- The schema of a new OnTheFly catalog at revision {revision}, as Alembic's migrations create it.",
         "-- Generated by `python -m onthefly.store.migrate`; the tests check it against a fresh migration.",
@@ -418,6 +481,9 @@ def upgrade(db_path: Path, *, timeout: float = LOCK_TIMEOUT_S) -> None:
     db_path = Path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
     with _migration_lock(db_path, timeout):
+        with translated_errors(db_path):
+            if _upgrade_without_alembic(db_path):
+                return
         engine = _migration_engine(db_path)
         try:
             with translated_errors(db_path), engine.begin() as conn:
@@ -427,10 +493,7 @@ def upgrade(db_path: Path, *, timeout: float = LOCK_TIMEOUT_S) -> None:
                     return
                 if verdict == "newer":
                     raise _schema_error(db_path, revision, verdict)
-                if _is_blank(conn):
-                    _create_at_head(conn)
-                else:
-                    _alembic_upgrade(conn)
+                _alembic_upgrade(conn)  # older, or blank in a package built without the snapshot
         finally:
             engine.dispose()
 
@@ -491,12 +554,12 @@ def current_revision(db_path: Path) -> str | None:
         '0001'
     """
     db_path = _existing(Path(db_path))
-    engine = _migration_engine(db_path, readonly=True)
-    try:
-        with translated_errors(db_path), engine.connect() as conn:
+    with translated_errors(db_path):
+        conn = connect(db_path, readonly=True)
+        try:
             return revision_of(conn)
-    finally:
-        engine.dispose()
+        finally:
+            conn.close()
 
 
 def check_schema(db_path: Path) -> None:

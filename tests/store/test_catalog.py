@@ -17,7 +17,7 @@ import pytest
 from onthefly._version import __version__
 from onthefly.errors import ConfigError, StoreError
 from onthefly.store.catalog import ARROW_TABLES, Catalog
-from onthefly.store.models import TestRow
+
 from onthefly.store.records import CheckpointInfo, EpochSummary
 
 SESSION = "20250101-120000-abcdef"
@@ -59,8 +59,8 @@ def test_a_writable_catalog_runs_in_wal_mode_with_foreign_keys(cat: Catalog, pat
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     # Below the public checks: the database itself refuses a test of a run it does not have.
     with pytest.raises(StoreError, match="FOREIGN KEY constraint failed"):
-        with cat._session(write=True) as s:
-            s.add(TestRow(run_id="ghost", step=0, epoch=0, split="val", created_at=0.0))
+        with cat._transaction(write=True) as c:
+            c.execute("INSERT INTO tests (run_id, step, epoch, split, created_at) VALUES ('ghost', 0, 0, 'val', 0.0)")
     assert cat.tests() == []
 
 
@@ -303,6 +303,15 @@ def test_table_arrow_has_the_same_schema_empty_and_filled(cat: Catalog, path: Pa
     ]
     with pytest.raises(ConfigError, match="no catalog table 'alembic_version'"):
         cat.table_arrow("alembic_version")
+
+
+def test_json_columns_written_as_the_text_null_read_as_none(cat: Catalog, path: Path) -> None:
+    # Catalogs written through SQLAlchemy's JSON type hold the text 'null' for an explicit None.
+    run = cat.add_run(name="a").id
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE runs SET config = 'null', hparams = NULL WHERE id = ?", (run,))
+    assert (cat.run(run).config, cat.run(run).hparams) == (None, None)
+    assert cat.table_arrow("runs").column("config").null_count == 1
 
 
 # --- readers, threads, closing ------------------------------------------------

@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -17,6 +18,7 @@ from filelock import FileLock
 from onthefly.errors import CorruptFileError, MissingFileError, SchemaError
 from onthefly.store import migrate
 from onthefly.store.catalog import Catalog
+from onthefly.store.catalog_records import TABLES
 from onthefly.store.models import Base
 
 CATALOG_TABLES = {
@@ -81,6 +83,27 @@ def test_downgrade_to_an_unknown_revision_says_which_exist(db: Path) -> None:
 def test_models_match_the_migrations(db: Path) -> None:
     migrate.upgrade(db)
     assert _schema_diff(db, Base.metadata) == []
+
+
+def test_the_catalog_knows_the_models_tables() -> None:
+    assert set(TABLES) == set(Base.metadata.tables) == CATALOG_TABLES
+
+
+def test_arrow_tables_take_the_models_column_types(db: Path) -> None:
+    # The catalog reads column types from the file (PRAGMA table_info), not from the models.
+    expected = [
+        (sa.Boolean, pa.bool_()), (sa.Integer, pa.int64()), (sa.Float, pa.float64()),
+        (sa.JSON, pa.string()), (sa.String, pa.string()), (sa.LargeBinary, pa.binary()),
+    ]  # fmt: skip
+    with Catalog.open(db) as cat:
+        for name in TABLES:
+            schema = cat.table_arrow(name).schema
+            for column in Base.metadata.tables[name].columns:
+                if name == "slices" and column.name == "sample_ids":
+                    assert column.name not in schema.names
+                    continue
+                arrow = next(a for kind, a in expected if isinstance(column.type, kind))
+                assert schema.field(column.name).type == arrow, (name, column.name)
 
 
 def test_the_models_comparison_notices_a_difference(db: Path) -> None:
@@ -258,7 +281,7 @@ def test_a_new_catalog_from_the_saved_schema_equals_one_alembic_migrated(tmp_pat
     assert _tables(fast) == set()
 
 
-def test_opening_a_new_or_current_catalog_does_not_import_alembic(tmp_path: Path) -> None:
+def test_opening_a_new_or_current_catalog_imports_neither_alembic_nor_sqlalchemy(tmp_path: Path) -> None:
     code = textwrap.dedent(
         f"""
         import sys
@@ -268,7 +291,7 @@ def test_opening_a_new_or_current_catalog_does_not_import_alembic(tmp_path: Path
         Catalog.open(path).close()
         Catalog.open(path).close()
         Catalog.open(path, readonly=True).close()
-        print(sorted(m for m in sys.modules if m.split(".")[0] == "alembic"))
+        print(sorted(m for m in sys.modules if m.split(".")[0] in ("alembic", "sqlalchemy")))
         """
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout

@@ -2,8 +2,9 @@
 
 Each module below costs a training process 0.1-0.45 s of imports (pandas is
 pulled in by pyarrow's numpy converters, and in the writer's thread it holds
-the GIL mid-run); the dashboard, the CLI and notebooks load them when they
-query.
+the GIL mid-run; SQLAlchemy's objects also lengthen the interpreter's exit);
+the dashboard, the CLI and notebooks load them when they query, and
+migrations when a catalog needs one.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-NOT_FOR_TRAINING = ("duckdb", "pandas", "alembic", "pyarrow.compute")
+NOT_FOR_TRAINING = ("duckdb", "pandas", "alembic", "sqlalchemy", "pyarrow.compute")
 
 
 @pytest.mark.slow
