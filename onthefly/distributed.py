@@ -42,7 +42,8 @@ from .store.catalog import Catalog
 from .store.ranks import RANKS_DIR, rank_catalogs
 from .store.records import EpochSummary
 from .store.schema import SAMPLES_SCHEMA
-from .store.writer import ShardWriter, _pass_summary, _read_parquet
+from .store.parts import pass_summary, read_parquet
+from .store.writer import ShardWriter
 
 __all__ = [
     "CHECKPOINT",
@@ -280,9 +281,9 @@ def union_pass_summary(session_dir: Path, catalog: Catalog, key: tuple[str, str,
         with Catalog.open(path, readonly=True) as rank_catalog:
             sources += [(folder / prefix, s.path) for s in rank_catalog.active_shards("samples")
                         if (s.run_id, s.split, s.epoch) == key]
-    tables = [_read_parquet(base / rel, rel).select(SAMPLES_SCHEMA.names) for base, rel in sources]
+    tables = [read_parquet(base / rel, rel).select(SAMPLES_SCHEMA.names) for base, rel in sources]
     table = pa.concat_tables(tables) if tables else SAMPLES_SCHEMA.empty_table()
-    return catalog.add_epoch(_pass_summary(key, step, table, dict(metrics or {})))
+    return catalog.add_epoch(pass_summary(key, step, table, dict(metrics or {})))
 
 
 def pack_rng(state: dict[str, Any]) -> dict[str, Any]:

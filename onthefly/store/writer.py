@@ -16,7 +16,9 @@ order:
   and deletes retired files once their grace period is over.
 
 Only the commit worker touches the catalog and the files, so they change in
-the order the caller logged.
+the order the caller logged. The checks of what callers hand over live in
+:mod:`onthefly.store.writer_input`, the tables and files the workers build in
+:mod:`onthefly.store.parts`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import concurrent.futures
 import os
 import queue
 import re
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -35,31 +36,30 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from onthefly.errors import (
-    ConfigError,
-    CorruptFileError,
-    MissingFileError,
-    OnTheFlyError,
-    StoreError,
-)
-from onthefly.store.arrow_numpy import to_numpy, values_and_mask
+from onthefly.errors import ConfigError, OnTheFlyError, StoreError
+from onthefly.store.arrow_numpy import to_numpy
 from onthefly.store.background import lower_this_thread
-from onthefly.store.durable import fsync_folder
 from onthefly.store.handoff import Handoff
-from onthefly.store.records import EpochSummary, ShardInfo
-from onthefly.store.schema import (
-    SAMPLES_SCHEMA,
-    concat_sorted,
-    sorted_samples_table,
-    steps_table,
+from onthefly.store.parts import (
+    MAX_LIVE_PARTS,
+    MAX_MERGE_ROWS,
+    PARQUET_OPTIONS,
+    ROW_GROUP_ROWS,
+    pass_summary,
+    plan_merge,
+    read_parquet,
+    samples_part,
+    sorted_table,
+    steps_part,
+    write_parquet,
 )
-from onthefly.store.scores import fields_from_scores
-from onthefly.store.summaries import accuracy, summarize_losses
+from onthefly.store.records import ShardInfo
+from onthefly.store.writer_input import PLAIN_NUMBERS, check_name, class_scores, column, steps_columns
 
 if TYPE_CHECKING:
     from onthefly.store.catalog import Catalog
+    from onthefly.store.records import EpochSummary
 
 __all__ = [
     "ShardWriter",
@@ -70,9 +70,6 @@ __all__ = [
     "ROW_GROUP_ROWS",
     "PARQUET_OPTIONS",
 ]
-
-ROW_GROUP_ROWS = 128 * 1024
-"""Rows per Parquet row group: a one-sample lookup reads about this many rows."""
 
 FLUSH_INTERVAL = 2.0
 """Default seconds a logged row may wait before it is in a listed part.
@@ -86,74 +83,13 @@ fresh a reader that opens the files itself (``onthefly.sql()``, the CLI,
 another process) finds a live session.
 """
 
-MAX_LIVE_PARTS = 32
-"""A pass (or a run's steps) with more live files than this gets merged."""
-
 MAX_PART_ROWS = 4 * ROW_GROUP_ROWS
 """A part is written early once this many rows wait, whatever the interval."""
-
-MAX_MERGE_ROWS = 1 << 22
-"""Merges of live parts never produce a file larger than this (they run in memory)."""
-
-PARQUET_OPTIONS: dict[str, Any] = {
-    "compression": "zstd",
-    # Dictionary pages pay off on the repeated columns only; on losses they cost time and bytes.
-    "use_dictionary": ["run_id", "split", "epoch", "step", "label", "pred"],
-    "write_statistics": True,
-    "write_page_checksum": True,
-}
-"""Options of every Parquet file the writer produces (benchmarks use the same)."""
 
 _IN_FLIGHT = 2  # parts built or being written at once; the collector waits past this
 _DRAIN = 64  # queued items the collector takes at once
 _GC_EVERY = 1.0  # seconds between looks for retired files past their grace period
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _TRAILING_NUMBER = re.compile(r"(\d+)\.parquet$")
-_PLAIN_NUMBERS = frozenset({int, float, bool, type(None)})
-_KIND_WORDS = {"iu": "integer", "fiu": "numeric", "biu": "boolean (or 0/1)"}
-
-
-def plan_merge(
-    levels: Sequence[int],
-    rows: Sequence[int],
-    *,
-    max_live: int = MAX_LIVE_PARTS,
-    max_rows: int = MAX_MERGE_ROWS,
-) -> list[int]:
-    """Which live files of a pass to merge now (tiered: small files first).
-
-    Nothing is merged while a pass has at most ``max_live`` files. Past that,
-    the files of the lowest level that holds more than one file are merged
-    into one file of the next level, so each row is rewritten about once per
-    level. Files of ``max_rows`` rows or more are left alone, and a merge
-    stops adding files before its output would pass ``max_rows``: merges run
-    in memory.
-
-    Args:
-        levels: the level of each live file (0 for a part), in write order.
-        rows: the row count of each live file.
-        max_live: the number of files a pass may hold before a merge.
-        max_rows: the largest file a merge may produce.
-
-    Returns:
-        Indices into ``levels`` of the files to merge (empty: merge nothing).
-
-    Example:
-        >>> plan_merge([1, 1, 0, 0], [8, 8, 1, 1], max_live=3)
-        [2, 3]
-    """
-    if len(levels) <= max_live:
-        return []
-    small = [i for i, n in enumerate(rows) if n < max_rows]
-    for level in sorted({levels[i] for i in small}):
-        chosen, total = [], 0
-        for i in small:
-            if levels[i] == level and total + rows[i] <= max_rows:
-                chosen.append(i)
-                total += rows[i]
-        if len(chosen) > 1:
-            return chosen
-    return []
 
 
 @dataclass
@@ -312,14 +248,14 @@ class ShardWriter:
         """
         self._check_open()
         if (run_id, split) not in self._names_ok:
-            _check_name("run_id", run_id)
-            _check_name("split", split)
+            check_name("run_id", run_id)
+            check_name("split", split)
             self._names_ok.add((run_id, split))
         if not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise ConfigError(f"epoch={epoch!r} is not an integer >= 0: pass the epoch number as an int")
-        ids = _column("sample_id", sample_id, "iu")
+        ids = column("sample_id", sample_id, "iu")
         n = ids.shape[0]
-        cols = {"sample_id": ids, "loss": _column("loss", loss, "fiu", n)}
+        cols = {"sample_id": ids, "loss": column("loss", loss, "fiu", n)}
         for name, value, kinds in (
             ("label", label, "iu"),
             ("pred", pred, "iu"),
@@ -328,11 +264,11 @@ class ShardWriter:
             ("grad_norm", grad_norm, "fiu"),
         ):
             if value is not None:
-                cols[name] = _column(name, value, kinds, n)
+                cols[name] = column(name, value, kinds, n)
         if scores is not None:
-            cols["scores"] = _scores(scores, n, given=cols)
+            cols["scores"] = class_scores(scores, n, given=cols)
         if not isinstance(step, (int, np.integer)):
-            step = _column("step", step, "iu", n)
+            step = column("step", step, "iu", n)
         self._put(("samples", (run_id, split, int(epoch)), step, cols, n))
 
     def log_steps(self, run_id: str, rows: Mapping[str, Sequence] | Sequence[Mapping]) -> None:
@@ -356,9 +292,9 @@ class ShardWriter:
         """
         self._check_open()
         if (run_id, "") not in self._names_ok:
-            _check_name("run_id", run_id)
+            check_name("run_id", run_id)
             self._names_ok.add((run_id, ""))
-        columns = _steps_columns(rows)
+        columns = steps_columns(rows)
         n = len(columns["step"])
         if n:
             columns.setdefault("time", [time.time()] * n)
@@ -374,12 +310,12 @@ class ShardWriter:
             ConfigError: as :meth:`log_steps`.
             StoreError: the writer is closed.
         """
-        if "step" not in row or "run_id" in row or not all(type(v) in _PLAIN_NUMBERS for v in row.values()):
+        if "step" not in row or "run_id" in row or not all(type(v) in PLAIN_NUMBERS for v in row.values()):
             self.log_steps(run_id, [row])  # anything unusual: the general path converts it or says what is wrong
             return
         self._check_open()
         if (run_id, "") not in self._names_ok:
-            _check_name("run_id", run_id)
+            check_name("run_id", run_id)
             self._names_ok.add((run_id, ""))
         columns = {str(name): (value,) for name, value in row.items()}
         if "time" not in columns:
@@ -417,8 +353,8 @@ class ShardWriter:
         """
         self._check_open()
         self._raise_pending()
-        _check_name("run_id", run_id)
-        _check_name("split", split)
+        check_name("run_id", run_id)
+        check_name("split", split)
         if not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise ConfigError(f"epoch={epoch!r} is not an integer >= 0: pass the epoch number as an int")
         future: concurrent.futures.Future = concurrent.futures.Future()
@@ -559,7 +495,7 @@ class ShardWriter:
         elif kind == "end_pass":
             _, key, step, metrics, future = item
             buf = self._samples.pop(key, None)
-            built = None if buf is None else self._prepare.submit(_samples_part, key, buf)
+            built = None if buf is None else self._prepare.submit(samples_part, key, buf.batches)
             self._commit.submit(self._settle, future, self._end_pass, key, step, metrics, built)
         elif kind == "flush":
             self._submit_due(everything=True)
@@ -581,7 +517,7 @@ class ShardWriter:
         """Build (prepare worker), then write and list (commit worker) one part."""
         buf = self._steps.pop(key) if isinstance(key, str) else self._samples.pop(key)
         self._in_flight.acquire()  # waits while the workers hold enough parts: the queue then fills
-        built = self._prepare.submit(_steps_part if isinstance(key, str) else _samples_part, key, buf)
+        built = self._prepare.submit(steps_part if isinstance(key, str) else samples_part, key, buf.batches)
         self._commit.submit(self._commit_part, key, built)
 
     # ------------------------------------------------------------------ commit worker
@@ -638,7 +574,7 @@ class ShardWriter:
         sources = [live[i] for i in chosen]
         kind = sources[0].kind
         try:
-            table = _sorted(self._read_all(sources), "step" if kind == "steps" else "sample_id")
+            table = sorted_table(self._read_all(sources), "step" if kind == "steps" else "sample_id")
         except StoreError:
             live[:] = [s for s in live if s not in sources]  # they stay listed; do not retry at every part
             raise
@@ -668,13 +604,13 @@ class ShardWriter:
         if built is not None:
             tables.append(built.result())
             self._stats["rows_written"] += tables[-1].num_rows
-        table = _sorted(tables, "sample_id")
+        table = sorted_table(tables, "sample_id")
         if table.num_rows or sources:
             path = self._new_path(Path("samples", run_id, split), f"e{epoch:06d}-s")
             level = max([s.level for s in sources] + [0]) + 1
             self._write_listed(table, path, kind="samples", key=key, level=level, retire=sources, sealed=True)
         self._live.pop(key, None)
-        summary = self._catalog.add_epoch(_pass_summary(key, step, table, metrics))
+        summary = self._catalog.add_epoch(pass_summary(key, step, table, metrics))
         if self._on_summary is not None:
             try:
                 self._on_summary(summary)
@@ -692,7 +628,7 @@ class ShardWriter:
         sources = [s for s in self._catalog.active_shards("steps") if s.run_id == run_id]
         if not sources or (len(sources) == 1 and sources[0].sealed):
             return
-        table = _sorted(self._read_all(sources), "step")
+        table = sorted_table(self._read_all(sources), "step")
         path = self._new_path(Path("steps", run_id), "steps-")
         level = max(s.level for s in sources) + 1
         key = (run_id, None, None)
@@ -714,7 +650,7 @@ class ShardWriter:
         final = self._dir / rel
         sorted_by = ("sample_id" if kind == "samples" else "step") if level else None  # live parts keep log order
         try:
-            nbytes = _write_parquet(table, final, sorted_by=sorted_by)
+            nbytes = write_parquet(table, final, sorted_by=sorted_by)
         except (OSError, pa.ArrowException) as exc:
             raise StoreError(
                 f"shard {rel.as_posix()} could not be written ({exc}); its {table.num_rows} rows are not stored: "
@@ -741,16 +677,7 @@ class ShardWriter:
     def _read_all(self, shards: Sequence[ShardInfo]) -> list[pa.Table]:
         tables = []
         for shard in sorted(shards, key=lambda s: s.id):
-            table = _read_parquet(self._dir / shard.path, shard.path)
-            if shard.kind == "samples" and not table.schema.equals(SAMPLES_SCHEMA):
-                try:
-                    table = table.select(SAMPLES_SCHEMA.names).cast(SAMPLES_SCHEMA)
-                except (pa.ArrowException, KeyError) as exc:
-                    raise CorruptFileError(
-                        f"shard {shard.path} does not hold per-sample rows ({exc}); "
-                        "it was left in place: move it out of the session folder and forget it in the catalog"
-                    ) from exc
-            tables.append(table)
+            tables.append(read_parquet(self._dir / shard.path, shard.path, samples=shard.kind == "samples"))
         return tables
 
     def _new_path(self, folder: Path, prefix: str) -> Path:
@@ -781,190 +708,3 @@ class ShardWriter:
                 path.unlink(missing_ok=True)
                 self._stats["files_deleted"] += 1
         self._catalog.forget_shards([s.id for s in old])
-
-
-# ---------------------------------------------------------------------- caller-side checks
-
-
-def _check_name(what: str, value: Any) -> None:
-    if not isinstance(value, str) or not _SAFE_NAME.fullmatch(value) or value in {".", ".."}:
-        raise ConfigError(
-            f"{what}={value!r} cannot name a shard folder: use letters, digits, '_', '-' or '.' (at most 128)"
-        )
-
-
-def _column(name: str, value: Any, kinds: str, n: int | None = None) -> np.ndarray:
-    """A 1-D numpy view of ``value`` (numpy array, CPU tensor or sequence), checked cheaply."""
-    if not isinstance(value, np.ndarray):
-        torch = sys.modules.get("torch")
-        if torch is not None and isinstance(value, torch.Tensor):
-            if value.device.type != "cpu":
-                raise ConfigError(
-                    f"{name} is on {value.device}: pass a CPU tensor ({name}.detach().cpu()) "
-                    "so the writer never waits on the device"
-                )
-            value = value.detach()
-            value = value.float().numpy() if value.dtype == torch.bfloat16 else value.numpy()
-        else:
-            value = np.asarray(value)
-    if value.ndim != 1:
-        raise ConfigError(f"{name} has shape {value.shape}: pass a 1-D array with one value per sample")
-    if value.dtype.kind not in kinds:
-        raise ConfigError(f"{name} has dtype {value.dtype}: pass {_KIND_WORDS[kinds]} values")
-    if n is not None and value.shape[0] != n:
-        raise ConfigError(f"{name} has {value.shape[0]} values but sample_id has {n}: give one value per sample")
-    return value
-
-
-def _scores(value: Any, n: int, *, given: Mapping[str, Any]) -> np.ndarray:
-    scores = np.asarray(value)
-    if scores.ndim != 2 or scores.shape[0] != n or scores.shape[1] < 2 or scores.dtype.kind != "f":
-        raise ConfigError(
-            f"scores has shape {scores.shape} and dtype {scores.dtype}: pass [{n}, C] float class scores, C >= 2"
-        )
-    if "label" not in given:
-        raise ConfigError("scores were given without label: pass label= too (the fields compare pred with it)")
-    clash = sorted(set(given) & {"pred", "correct", "margin"})
-    if clash:
-        raise ConfigError(f"scores were given with {clash}: pass either scores or those fields, not both")
-    return scores
-
-
-def _steps_columns(rows: Any) -> dict[str, list | np.ndarray]:
-    if isinstance(rows, Mapping):
-        columns = {str(k): (v if isinstance(v, np.ndarray) else list(v)) for k, v in rows.items()}
-    elif isinstance(rows, Sequence) and all(isinstance(r, Mapping) for r in rows):
-        names = list(dict.fromkeys(k for r in rows for k in r))
-        columns = {str(k): [r.get(k) for r in rows] for k in names}
-    else:
-        raise ConfigError(
-            f"step metrics of type {type(rows).__name__} are not understood: "
-            "pass {'step': [...], 'loss': [...]} or a list of row dicts"
-        )
-    if "step" not in columns:
-        raise ConfigError(f"step metrics {sorted(columns)} have no 'step': give the global step of each row")
-    if "run_id" in columns:
-        raise ConfigError("step metrics may not hold a 'run_id' column: it is given as the first argument")
-    n = len(columns["step"])
-    for name, values in columns.items():
-        if len(values) != n:
-            raise ConfigError(f"step metric {name!r} has {len(values)} values but 'step' has {n}: give one per row")
-        if isinstance(values, np.ndarray):
-            ok = values.ndim == 1 and values.dtype.kind in "biuf"
-        else:
-            ok = all(v is None or isinstance(v, (int, float, np.number, np.bool_)) for v in values)
-        if not ok:
-            raise ConfigError(
-                f"step metric {name!r} holds a value that is not a plain number: log numbers or None "
-                "(a tensor as .item())"
-            )
-    return columns
-
-
-# ---------------------------------------------------------------------- tables and files
-
-
-def _samples_part(key: tuple[str, str, int], buf: _Buffer) -> pa.Table:
-    run_id, split, epoch = key
-    # A live part spans the whole id range whatever its order: only merged and
-    # sealed files are sorted, where sorting makes row groups prunable.
-    return sorted_samples_table(run_id=run_id, split=split, epoch=epoch, batches=_with_fields(buf.batches), sort=False)
-
-
-def _with_fields(batches: list[tuple[Any, dict[str, Any], int]]) -> list[tuple[Any, dict[str, Any], int]]:
-    """The batches with pred, correct and margin derived from their scores, in bulk per class count."""
-    groups: dict[int, list[int]] = {}
-    for i, (_, cols, _) in enumerate(batches):
-        if "scores" in cols:
-            groups.setdefault(cols["scores"].shape[1], []).append(i)
-    if not groups:
-        return batches
-    out = list(batches)
-    for members in groups.values():
-        scores = np.concatenate([batches[i][1]["scores"] for i in members])
-        labels = np.concatenate([batches[i][1]["label"] for i in members])
-        cuts = np.cumsum([batches[i][2] for i in members])[:-1]
-        derived = {name: np.split(values, cuts) for name, values in fields_from_scores(scores, labels).items()}
-        for j, i in enumerate(members):
-            step, cols, n = batches[i]
-            cols = {name: values for name, values in cols.items() if name != "scores"}
-            cols.update((name, parts[j]) for name, parts in derived.items())
-            out[i] = (step, cols, n)
-    return out
-
-
-def _steps_part(run_id: str, buf: _Buffer) -> pa.Table:
-    # One table from the merged columns: a table per logged batch costs ~100x more
-    # when the trainer logs one row a step.
-    total = sum(n for _, _, n in buf.batches)
-    merged: dict[str, list] = {}
-    done = 0
-    for _, cols, n in buf.batches:
-        for name, values in cols.items():
-            column = merged.get(name)
-            if column is None:
-                column = merged[name] = [None] * done
-            column.extend(values.tolist() if isinstance(values, np.ndarray) else values)
-        done += n
-        for column in merged.values():
-            if len(column) < done:
-                column.extend([None] * (done - len(column)))
-    assert done == total
-    return steps_table(run_id=run_id, columns=merged)
-
-
-def _sorted(tables: list[pa.Table], column: str) -> pa.Table:
-    """Merge the sorted tables of one pass (constant run, split, epoch) or one run's steps."""
-    if not tables:
-        return SAMPLES_SCHEMA.empty_table()
-    constant = ("run_id",) if column == "step" else ("run_id", "split", "epoch")
-    return concat_sorted(tables, column, constant=constant)
-
-
-def _pass_summary(key: tuple[str, str, int], step: int, table: pa.Table, metrics: dict) -> EpochSummary:
-    run_id, split, epoch = key
-    stats = summarize_losses(to_numpy(table.column("loss")))
-    nonfinite = stats.pop("nonfinite")
-    if nonfinite:
-        metrics["nonfinite"] = nonfinite
-    correct, unknown = values_and_mask(table.column("correct"))
-    if unknown is not None:
-        correct = correct[~unknown]
-    if len(correct):
-        metrics["accuracy"] = accuracy(correct)
-    return EpochSummary(run_id=run_id, split=split, epoch=epoch, step=step, metrics=metrics or None, **stats)
-
-
-def _write_parquet(table: pa.Table, final: Path, *, sorted_by: str | None) -> int:
-    """Write to a temporary name, fsync, rename, fsync the folder; return the size."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp")
-    order = [pq.SortingColumn(table.schema.get_field_index(sorted_by))] if sorted_by else None
-    try:
-        pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS, sorting_columns=order, **PARQUET_OPTIONS)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_folder(final.parent)
-    return final.stat().st_size
-
-
-def _read_parquet(path: Path, rel: str) -> pa.Table:
-    try:
-        return pq.ParquetFile(path, page_checksum_verification=True).read()
-    except FileNotFoundError as exc:
-        raise MissingFileError(
-            f"shard {rel} is listed but not on disk ({path}); the pass was left uncompacted: "
-            "forget the shard in the catalog or restore the file"
-        ) from exc
-    except (pa.ArrowException, OSError) as exc:
-        raise CorruptFileError(
-            f"shard {rel} cannot be read as Parquet ({exc}); the pass was left uncompacted and its other "
-            "shards are intact: move this file out of the session folder and forget it in the catalog"
-        ) from exc
