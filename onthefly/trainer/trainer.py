@@ -70,6 +70,7 @@ class _Fit:
     last_val_loss: float | None = None
     recorded: int | None = None  # multi-process: this rank's real (unpadded) samples per epoch
     seen: int = 0  # samples this rank took in the current epoch
+    wrapped: bool = False  # multi-process: the DistributedDataParallel around the model is ours
 
     @property
     def module(self) -> nn.Module:
@@ -193,7 +194,20 @@ class Trainer(TrainingSession):
                 self._control.end()
                 self._release_rows()
                 self._session_store.settle()
+                self._unwrap(self._fit)
         return model
+
+    @staticmethod
+    def _unwrap(fit: _Fit) -> None:
+        """Drop the DistributedDataParallel we put around the model, now, while its process group lives.
+
+        Kept until the trainer is collected, the wrapper's reducer would often be the
+        last holder of a process group the script has destroyed; freeing it then
+        (at exit, holding the GIL) makes gloo join a worker thread that waits for
+        the GIL: torch hangs. Tests and checkpoints after fit use the model itself.
+        """
+        if fit.wrapped:
+            fit.model, fit.wrapped = fit.module, False
 
     # ------------------------------------------------------------------ set-up
     def _join_ranks(self) -> None:
@@ -272,6 +286,7 @@ class Trainer(TrainingSession):
             if not isinstance(model, torch.nn.parallel.DistributedDataParallel):
                 fit.model = torch.nn.parallel.DistributedDataParallel(
                     model, device_ids=[device.index] if device.type == "cuda" else None)
+                fit.wrapped = True
         self._notify("run", self._run_payload(run_id))
         return fit
 

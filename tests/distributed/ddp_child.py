@@ -8,6 +8,7 @@ what it saw to ``steered.json``. At the end rank 0 writes the final weights
 to ``weights.safetensors``.
 """
 
+import gc
 import sys
 import threading
 import time
@@ -48,5 +49,8 @@ trainer.fit(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-2)
 if dist.get_rank() == 0:
     save_weights(model, folder)
     print("session", trainer.session.status()["session"], "run", trainer.session.status()["run"], flush=True)
+    # The trainer's DistributedDataParallel is gone before the script destroys the group (see Trainer._unwrap).
+    wrappers = [o for o in gc.get_objects() if isinstance(o, torch.nn.parallel.DistributedDataParallel)]
+    print("ddp_wrappers", len(wrappers), flush=True)
 dist.barrier()
 dist.destroy_process_group()
