@@ -9,9 +9,11 @@ held batch, they are handed over together (:class:`Holding`): :func:`merged`
 concatenates them into one ``log_samples`` call per pass, one device-to-host
 copy and one queue entry for many steps. Step rows are held the same way.
 
-The tensors are held by reference until then: the concatenation copies them,
-and the loop must not write into a batch's outputs or targets in place
-within that window (the writer's own rule for the arrays it is handed).
+The loop's own tensors (per-sample losses, detached outputs) are held by
+reference until then, and the concatenation copies them. The labels are
+copied when a batch is held: they come from the loader's target, and loaders
+that reuse their batch buffers (FFCV, DALI, a collate writing into one
+tensor) would otherwise overwrite them before they are handed over.
 
 :func:`merged` decides what is logged (a pure function); :class:`Holding`
 holds, times and hands over.
@@ -62,10 +64,24 @@ class HeldBatch:
     label: torch.Tensor | None = None
     fields: dict[str, np.ndarray] | None = None
 
+    def __post_init__(self) -> None:
+        # The target may be the loader's buffer: hold a copy of the labels (a few µs), not a view.
+        if self.label is not None:
+            object.__setattr__(self, "label", _own(self.label))
+        if self.fields is not None and "label" in self.fields:
+            object.__setattr__(self, "fields", {**self.fields, "label": _own(self.fields["label"])})
+
     def layout(self) -> tuple:
         """What must be equal for batches to be logged in one call."""
         extra = "scores" if self.scores is not None else tuple(sorted(self.fields or ()))
         return self.run_id, self.split, self.epoch, extra
+
+
+def _own(values: Any) -> Any:
+    """A copy of ``values`` that nothing else writes into."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().clone()
+    return np.array(values, copy=True)
 
 
 def merged(batches: Sequence[HeldBatch]) -> list[tuple[str, str, int, dict[str, Any]]]:

@@ -51,6 +51,19 @@ def test_the_columns_are_copies_the_loop_may_overwrite_afterwards():
     assert columns["loss"].tolist() == [1, 2, 3] and not (columns["scores"] == 7.0).any()
 
 
+def test_labels_are_copied_when_held_so_a_loader_reusing_its_buffer_cannot_change_them():
+    target = torch.tensor([1, 2, 3])
+    fields_label = np.array([4, 5, 6])
+    with_scores = HeldBatch("r", "train", 0, 1, np.arange(3), torch.zeros(3), scores=torch.randn(3, 4), label=target)
+    fields = {"label": fields_label, "pred": np.zeros(3, np.int64), "correct": np.zeros(3, bool),
+              "margin": np.zeros(3, np.float32)}
+    with_fields = HeldBatch("r", "val", 0, 1, np.arange(3), torch.zeros(3), fields=fields)
+    target.fill_(0)  # the next batch lands in the same buffers
+    fields_label.fill(0)
+    calls = merged([with_scores, with_fields])
+    assert calls[0][3]["label"].tolist() == [1, 2, 3] and calls[1][3]["label"].tolist() == [4, 5, 6]
+
+
 def test_rows_are_handed_over_every_few_steps_and_after_a_while():
     calls = []
     rows = Holding(lambda held: calls.append([b.step for b in held]), steps=4, seconds=60)

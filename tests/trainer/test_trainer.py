@@ -68,6 +68,33 @@ def test_per_sample_rows_equal_the_loss_computed_by_hand():
         assert margin == pytest.approx(float(probs[sid, 0] - probs[sid, 1]), abs=1e-5)
 
 
+class ReusedBuffers:
+    """A collate that writes every batch into the same two tensors, as FFCV and DALI loaders do."""
+
+    def __init__(self, batch_size: int, features: int):
+        self.x = torch.empty(batch_size, features)
+        self.y = torch.empty(batch_size, dtype=torch.int64)
+
+    def __call__(self, items):
+        n = len(items)
+        torch.stack([x for x, _ in items], out=self.x[:n])
+        self.y[:n] = torch.stack([y for _, y in items])
+        return self.x[:n], self.y[:n]
+
+
+def test_labels_stay_right_when_the_loader_reuses_its_batch_buffers():
+    torch.manual_seed(0)
+    x, y = torch.randn(96, 5), torch.randint(0, 3, (96,))
+    model = nn.Linear(5, 3)
+    loader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True, collate_fn=ReusedBuffers(8, 5))
+    trainer = Trainer(project="rows", max_epochs=1, connect_dashboard=False, progress=False)
+    trainer.fit(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=nn.CrossEntropyLoss(),
+                train_loader=loader)
+    rows = trainer.session.query("SELECT sample_id, label FROM samples ORDER BY sample_id")["rows"]
+    trainer.close()
+    assert [tuple(r) for r in rows] == [(i, int(y[i])) for i in range(96)]
+
+
 class NaNAfter(nn.Module):
     """Cross-entropy that turns NaN for the steps listed in ``bad``."""
 
