@@ -134,6 +134,19 @@ class Collective:
         code, arg = message.tolist()
         return int(code), int(arg)
 
+    def step_agreement(self, finite: bool, boundary: bool) -> tuple[bool, bool]:
+        """One all-reduce a batch: whether every rank's loss is finite, and whether rank 0
+        wants the next batch boundary (what other ranks pass for ``boundary`` is ignored).
+
+        When rank 0 wants nothing there, every rank passes that boundary without the
+        step command: one collective a batch instead of two.
+        """
+        wanted = 1 if boundary and self.info.leader else 0
+        value = torch.tensor([0 if finite else 1, wanted], dtype=torch.int64, device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        nonfinite, wanted = value.tolist()
+        return not nonfinite, bool(wanted)
+
     def all_true(self, flag: bool) -> bool:
         """True when ``flag`` is true on every rank."""
         value = torch.tensor([1 if flag else 0], dtype=torch.int64, device=self.device)

@@ -135,6 +135,11 @@ class Controller:
     def stop_requested(self) -> bool:
         return self._stop_requested
 
+    @property
+    def boundary_wanted(self) -> bool:
+        """Something for the next batch boundary: a queued operation, a pause or a stop."""
+        return self._pause_requested or self._stop_requested or not self._commands.empty()
+
     def take_extension(self) -> int:
         with self._lock:
             n, self._extend_epochs = self._extend_epochs, 0

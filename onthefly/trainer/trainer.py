@@ -71,6 +71,7 @@ class _Fit:
     recorded: int | None = None  # multi-process: this rank's real (unpadded) samples per epoch
     seen: int = 0  # samples this rank took in the current epoch
     wrapped: bool = False  # multi-process: the DistributedDataParallel around the model is ours
+    boundary: bool | None = None  # multi-process: rank 0 wants the next batch boundary (None: not agreed yet)
 
     @property
     def module(self) -> nn.Module:
@@ -428,7 +429,8 @@ class Trainer(TrainingSession):
             value = float(loss.detach())  # CPU-GPU sync here, once a batch
             local_finite = finite = math.isfinite(value)
             if self._coll is not None:  # every rank skips the backward together, or none does
-                finite = self._coll.all_true(local_finite)
+                finite, wanted = self._coll.step_agreement(local_finite, self._control.boundary_wanted)
+                fit.boundary = wanted or bool(fit.boundary)
                 skipped_elsewhere = skipped_elsewhere or (local_finite and not finite)
             if finite:
                 scaled = loss / accumulate if accumulate > 1 else loss
@@ -591,9 +593,18 @@ class Trainer(TrainingSession):
 
     # ------------------------------------------------------------------ several processes
     def _boundary(self) -> bool:
-        """The batch boundary; on several processes rank 0 decides and every rank follows."""
+        """The batch boundary; on several processes rank 0 decides and every rank follows.
+
+        When the batch's all-reduce (``step_agreement``) said rank 0 wants nothing
+        here, every rank goes on without the step command; a request that came
+        after it waits for the next batch.
+        """
         if self._dist is None:
             return super()._boundary()
+        fit = self._fit
+        agreed, fit.boundary = fit.boundary, None
+        if agreed is False:
+            return False
         return self._ranked_boundary()
 
     def _wait_for_more_work(self) -> int:

@@ -39,6 +39,20 @@ train, val, test = split(Data(delay=0.02 if slow else 0.0))
 model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 2))
 trainer = Trainer(project="ddp", run_name="two-ranks", max_epochs=epochs, do_test_after=True, val_every_n_epochs=1,
                   progress=False)
+calls = {"broadcast": 0, "all_reduce": 0}  # the Python-level collectives (DDP's gradient buckets are not)
+
+
+def counted(name):
+    real = getattr(dist, name)
+
+    def call(*args, **kwargs):
+        calls[name] += 1
+        return real(*args, **kwargs)
+
+    return call
+
+
+dist.broadcast, dist.all_reduce = counted("broadcast"), counted("all_reduce")
 driver = None
 if int(__import__("os").environ.get("RANK", "0")) == 0:
     driver = threading.Thread(target=steer_on_request, args=(trainer, folder), daemon=True)
@@ -52,5 +66,7 @@ if dist.get_rank() == 0:
     # The trainer's DistributedDataParallel is gone before the script destroys the group (see Trainer._unwrap).
     wrappers = [o for o in gc.get_objects() if isinstance(o, torch.nn.parallel.DistributedDataParallel)]
     print("ddp_wrappers", len(wrappers), flush=True)
+else:
+    print("rank1 broadcasts", calls["broadcast"], "all_reduces", calls["all_reduce"], flush=True)
 dist.barrier()
 dist.destroy_process_group()
