@@ -255,17 +255,17 @@ class Catalog:
                     f"catalog {self.path} belongs to session {other['id']}, not {session_id}: "
                     "open the catalog of that session's folder instead"
                 )
-            where = {"host": socket.gethostname(), "pid": os.getpid(), "package_version": __version__}
+            running_on = {"host": socket.gethostname(), "pid": os.getpid(), "package_version": __version__}
             if _one(c, "SELECT id FROM sessions WHERE id = ?", [session_id]) is None:
                 _insert(c, "sessions", {
                     "id": session_id, "project": project, "created_at": time.time(), "origin": origin,
-                    **where, "meta": json_text(meta),
+                    **running_on, "meta": json_text(meta),
                 })  # fmt: skip
             else:
                 if meta is not None:
-                    where["meta"] = json_text(meta)
-                sets = ", ".join(f"{k} = ?" for k in where)
-                c.execute(f"UPDATE sessions SET {sets} WHERE id = ?", (*where.values(), session_id))
+                    running_on["meta"] = json_text(meta)
+                sets = ", ".join(f"{k} = ?" for k in running_on)
+                c.execute(f"UPDATE sessions SET {sets} WHERE id = ?", (*running_on.values(), session_id))
             return session_info(_one(c, "SELECT * FROM sessions WHERE id = ?", [session_id]))
 
     def session(self) -> SessionInfo | None:

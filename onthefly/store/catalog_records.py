@@ -40,7 +40,6 @@ __all__ = [
     "json_dumps",
     "json_text",
     "json_value",
-    "plain",
     "choice",
     "opt_float",
     "opt_int",
@@ -100,11 +99,6 @@ def json_text(value: Any) -> str | None:
 def json_value(text: str | None) -> Any:
     """The value a JSON column's text holds (SQL NULL and JSON null both give None)."""
     return None if text is None else json.loads(text)
-
-
-def plain(value: Any) -> Any:
-    """``value`` as the JSON column will give it back (numpy numbers and arrays made plain)."""
-    return None if value is None else json.loads(json_dumps(value))
 
 
 def choice(value: str, allowed: Sequence[str], what: str) -> str:
