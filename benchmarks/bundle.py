@@ -28,6 +28,7 @@ import os
 import resource
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,10 +38,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from onthefly.store.bundle import export_session, import_bundle
-from onthefly.store.lifecycle import Store
-from onthefly.store.schema import SAMPLES_SCHEMA
-from onthefly.store.writer import PARQUET_OPTIONS, ROW_GROUP_ROWS
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's onthefly, not whichever is installed
+
+from onthefly.store.bundle import export_session, import_bundle  # noqa: E402
+from onthefly.store.lifecycle import Store  # noqa: E402
+from onthefly.store.schema import SAMPLES_SCHEMA  # noqa: E402
+from onthefly.store.writer import PARQUET_OPTIONS, ROW_GROUP_ROWS  # noqa: E402
 
 SHARD_ROWS = 1_000_000  # about 7 MB of Parquet a shard
 SHARD_SHARE = 0.6

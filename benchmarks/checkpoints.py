@@ -27,6 +27,7 @@ import argparse
 import hashlib
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,8 +36,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from onthefly.store.checkpoints import load_checkpoint, save_checkpoint
-from onthefly.store.tree import flatten
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's onthefly, not whichever is installed
+
+from onthefly.store.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
+from onthefly.store.tree import flatten  # noqa: E402
 
 
 def build_state(megabytes: int) -> tuple[dict, dict]:

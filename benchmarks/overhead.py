@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ("plain", "trainer", "tensorboard")
 
 
@@ -51,6 +52,7 @@ def build(model_name: str, samples: int):
 
 
 def child(variant: str, model_name: str, samples: int, epochs: int) -> None:
+    sys.path.insert(0, ROOT)  # this checkout's onthefly, not whichever is installed
     model, optimizer, loss_fn, loader = build(model_name, samples)
     if variant == "trainer":
         from onthefly import Trainer

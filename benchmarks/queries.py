@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,12 +27,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from onthefly.store import query, reports
-from onthefly.store.lifecycle import Store
-from onthefly.store.records import EpochSummary
-from onthefly.store.schema import SAMPLES_SCHEMA
-from onthefly.store.summaries import summarize_losses
-from onthefly.store.writer import PARQUET_OPTIONS, ROW_GROUP_ROWS
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's onthefly, not whichever is installed
+
+from onthefly.store import query, reports  # noqa: E402
+from onthefly.store.lifecycle import Store  # noqa: E402
+from onthefly.store.records import EpochSummary  # noqa: E402
+from onthefly.store.schema import SAMPLES_SCHEMA  # noqa: E402
+from onthefly.store.summaries import summarize_losses  # noqa: E402
+from onthefly.store.writer import PARQUET_OPTIONS, ROW_GROUP_ROWS  # noqa: E402
 
 EPOCHS = 10
 BATCH = 256

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,9 +26,12 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 
-from onthefly.store.catalog import Catalog
-from onthefly.store.schema import concat_sorted, samples_table
-from onthefly.store.writer import PARQUET_OPTIONS, ROW_GROUP_ROWS, ShardWriter
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's onthefly, not whichever is installed
+
+from onthefly.store.catalog import Catalog  # noqa: E402
+from onthefly.store.schema import concat_sorted, samples_table  # noqa: E402
+from onthefly.store.writer import PARQUET_OPTIONS, ROW_GROUP_ROWS, ShardWriter  # noqa: E402
 
 COPY_SORTED = (
     "COPY (SELECT * FROM read_parquet($files) ORDER BY sample_id, step) TO '{out}' "
