@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from onthefly.link import DashboardLink  # noqa: E402
-from onthefly.protocol import HOST, Response, encode  # noqa: E402
+from onthefly.protocol.codec import Response, encode  # noqa: E402
+from onthefly.protocol.spec import HOST  # noqa: E402
 from tests.link.dashboard import DashboardServer, wait_until  # noqa: E402
 from tests.link.handle import CounterHandle  # noqa: E402
 

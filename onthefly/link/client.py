@@ -42,7 +42,18 @@ from onthefly.link.outbox import (  # noqa: F401  (the pacing constants are re-e
     columnar,
 )
 from onthefly.link.token import read_token, token_key
-from onthefly.protocol import (
+from onthefly.protocol.codec import (
+    ErrorResponse,
+    MessageError,
+    Notification,
+    Request,
+    Response,
+    decode,
+    encode,
+    error_code_for,
+    validate_params,
+)
+from onthefly.protocol.spec import (
     BUSY,
     DEFAULT_PORT,
     HOST,
@@ -53,15 +64,6 @@ from onthefly.protocol import (
     NOTIFICATIONS,
     PORT_ENV,
     RESULT_TOO_LARGE,
-    ErrorResponse,
-    MessageError,
-    Notification,
-    Request,
-    Response,
-    decode,
-    encode,
-    error_code_for,
-    validate_params,
 )
 
 __all__ = ["DashboardLink", "Outbox", "Batch", "dispatch", "columnar", "resolve_port", "next_delay"]
@@ -116,8 +118,8 @@ def next_delay(previous: float) -> float:
 def dispatch(handle: Any, request: Request) -> Response | ErrorResponse:
     """Answer one request by calling ``handle.<method>(**params)``.
 
-    Only names in :data:`onthefly.protocol.METHODS` are called. Never raises:
-    every failure becomes an :class:`~onthefly.protocol.ErrorResponse`.
+    Only names in :data:`onthefly.protocol.spec.METHODS` are called. Never raises:
+    every failure becomes an :class:`~onthefly.protocol.codec.ErrorResponse`.
 
     Args:
         handle: the session handle.
@@ -184,7 +186,7 @@ class DashboardLink:
 
     Args:
         handle: the session handle. A request ``m`` with params ``P`` calls
-            ``handle.m(**P)`` for ``m`` in :data:`onthefly.protocol.METHODS`;
+            ``handle.m(**P)`` for ``m`` in :data:`onthefly.protocol.spec.METHODS`;
             ``handle.snapshot()`` returns ``{"state": {...}, "runs": [...]}``,
             sent to every dashboard right after its handshake.
         port: the dashboard's port; ``$ONTHEFLY_DASHBOARD_PORT`` or 47621 when None.
@@ -264,7 +266,7 @@ class DashboardLink:
         no dashboard is connected (the store has them).
 
         Args:
-            method: a name in :data:`onthefly.protocol.NOTIFICATIONS`.
+            method: a name in :data:`onthefly.protocol.spec.NOTIFICATIONS`.
             params: its payload (copied, shallowly).
         """
         try:

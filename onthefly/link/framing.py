@@ -1,7 +1,7 @@
 """Lines over a socket: the link's framing.
 
 One message per line of UTF-8 JSON. A line longer than
-:data:`~onthefly.protocol.MAX_LINE_BYTES` is never buffered whole: the reader
+:data:`~onthefly.protocol.spec.MAX_LINE_BYTES` is never buffered whole: the reader
 stops at the limit and raises :class:`FrameTooLarge`, and the connection is
 closed. Blank lines are skipped.
 
@@ -21,7 +21,8 @@ import threading
 from collections.abc import Callable
 
 from onthefly.errors import ProtocolError
-from onthefly.protocol import MAX_LINE_BYTES, Message, decode, encode
+from onthefly.protocol.codec import Message, decode, encode
+from onthefly.protocol.spec import MAX_LINE_BYTES
 
 __all__ = ["FrameTooLarge", "ConnectionClosed", "LineReader", "LineConnection"]
 
@@ -128,7 +129,7 @@ class LineConnection:
         """The next line, decoded.
 
         Raises:
-            onthefly.protocol.MessageError: the line is not a protocol message.
+            onthefly.protocol.codec.MessageError: the line is not a protocol message.
             FrameTooLarge, ConnectionClosed: see :meth:`LineReader.read_line`.
         """
         return decode(self._reader.read_line())

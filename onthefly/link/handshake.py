@@ -30,7 +30,8 @@ from typing import Any
 from onthefly.errors import ProtocolError
 from onthefly.link.framing import LineConnection
 from onthefly.link.token import token_key
-from onthefly.protocol import HELLO, PROTOCOL_VERSION, WELCOME, Message, Notification
+from onthefly.protocol.codec import Message, Notification
+from onthefly.protocol.spec import HELLO, PROTOCOL_VERSION, WELCOME
 
 __all__ = [
     "HandshakeError",
@@ -237,7 +238,7 @@ def trainer_handshake(conn: LineConnection, *, token: str | None, client: dict[s
     Raises:
         HandshakeError: reason ``no-token``, ``bad-message`` or ``bad-proof``.
         VersionMismatch: the dashboard speaks another version.
-        onthefly.protocol.MessageError: a line that is no protocol message.
+        onthefly.protocol.codec.MessageError: a line that is no protocol message.
         OSError, TimeoutError, ConnectionClosed, FrameTooLarge: the connection failed.
     """
     version, d_nonce = parse_dashboard_hello(conn.read_message())

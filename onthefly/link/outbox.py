@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from onthefly.protocol import Notification
+from onthefly.protocol.codec import Notification
 
 __all__ = ["Outbox", "Batch", "columnar"]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from onthefly import paths
 from onthefly.errors import ConfigError
-from onthefly.protocol import TOKEN_ENV
+from onthefly.protocol.spec import TOKEN_ENV
 
 __all__ = ["token_path", "write_token", "read_token", "remove_token", "token_key"]
 

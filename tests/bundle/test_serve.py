@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from onthefly import protocol as P
+from onthefly.protocol import codec, spec
 from onthefly.errors import StoreError
 from onthefly.serve import ServedSession, open_served, serve
 from onthefly.store.bundle import export_session, import_bundle, read_manifest
@@ -49,7 +49,7 @@ def test_a_served_session_says_who_it_is(served):
     session_id = manifest["session"]["id"]
     assert trainer.client["session"] == session_id and trainer.client["served"] is True
     status = trainer.request("status")
-    assert P.check_result("status", status) == []
+    assert codec.check_result("status", status) == []
     assert status["state"] == "finished" and status["origin"] == "imported"
     assert status["run"] == manifest["runs"][0]["id"] and status["step"] == 11
     snapshot_runs = trainer.wait_notification("run").params
@@ -63,9 +63,9 @@ def test_queries_reports_and_slices_answer(served, tmp_path):
     rows = trainer.request("query", {"sql": "SELECT count(*) AS n FROM samples WHERE epoch = 1"})
     assert rows["rows"] == [[64]]
     rep = trainer.request("report", {"k": 2})
-    assert P.check_result("report", rep) == [] and rep["epoch"] == 1 and len(rep["hardest"]) == 2
+    assert codec.check_result("report", rep) == [] and rep["epoch"] == 1 and len(rep["hardest"]) == 2
     picked = trainer.request("slice", {"name": "hard", "q_min": 0.9})
-    assert P.check_result("slice", picked) == [] and picked["count"] > 0
+    assert codec.check_result("slice", picked) == [] and picked["count"] > 0
     written = trainer.request("export_slice", {"name": "hard", "path": "hard.csv"})
     assert Path(written["path"]) == tmp_path / "hard.csv" and written["rows"] == picked["count"]
     again = trainer.request("query", {"sql": "SELECT name, count FROM slices"})
@@ -77,7 +77,7 @@ def test_training_controls_are_refused_with_a_reason(served, method):
     trainer, _, _, _ = served
     with pytest.raises(RpcError) as info:
         trainer.request(method)
-    assert info.value.code == P.OPERATION_FAILED and "is not training" in info.value.message
+    assert info.value.code == spec.OPERATION_FAILED and "is not training" in info.value.message
 
 
 def test_a_test_request_explains_why_a_served_session_cannot_test(served):

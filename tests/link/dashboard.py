@@ -41,18 +41,8 @@ from onthefly.link.handshake import (
     welcome,
 )
 from onthefly.link.token import remove_token, write_token
-from onthefly.protocol import (
-    HOST,
-    PORT_ENV,
-    PROTOCOL_VERSION,
-    TOKEN_ENV,
-    ErrorResponse,
-    Message,
-    MessageError,
-    Notification,
-    Request,
-    Response,
-)
+from onthefly.protocol.codec import ErrorResponse, Message, MessageError, Notification, Request, Response
+from onthefly.protocol.spec import HOST, PORT_ENV, PROTOCOL_VERSION, TOKEN_ENV
 
 from .handle import CounterHandle
 

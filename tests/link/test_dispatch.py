@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from onthefly import protocol as P
+from onthefly.protocol import codec, spec
 from onthefly.errors import StoreError
 from onthefly.link.client import MAX_PENDING, _answer_bytes, dispatch
 
@@ -29,37 +29,37 @@ class Narrow:
 
 def test_a_request_calls_the_handle_with_validated_params_and_defaults():
     handle = CounterHandle()
-    response = dispatch(handle, P.Request(1, "report", {"epoch": 0}))
-    assert isinstance(response, P.Response)
+    response = dispatch(handle, codec.Request(1, "report", {"epoch": 0}))
+    assert isinstance(response, codec.Response)
     assert response.result["split"] == "train" and response.result["epoch"] == 0
-    assert P.check_result("report", response.result) == []
+    assert codec.check_result("report", response.result) == []
 
 
 @pytest.mark.parametrize(
     ("handle", "request_", "code", "words"),
     [
-        (CounterHandle(), P.Request(1, "snapshot", {}), P.METHOD_NOT_FOUND, "unknown method 'snapshot'"),
-        (CounterHandle(), P.Request(1, "__init__", {}), P.METHOD_NOT_FOUND, "unknown method"),
-        (CounterHandle(), P.Request(1, "slice", {"name": "a"}), P.METHOD_NOT_FOUND, "not offered"),
-        (CounterHandle(), P.Request(1, "query", {}), P.INVALID_PARAMS, "missing parameter 'sql'"),
-        (Narrow(), P.Request(1, "report", {"k": 3}), P.INVALID_PARAMS, "unexpected keyword argument 'k'"),
-        (Narrow(), P.Request(1, "test", {}), P.INTERNAL_ERROR, "test failed: RuntimeError: expected all"),
-        (CounterHandle(), P.Request(1, "query", {"sql": "DROP TABLE runs"}), P.QUERY_FAILED, "read-only"),
+        (CounterHandle(), codec.Request(1, "snapshot", {}), spec.METHOD_NOT_FOUND, "unknown method 'snapshot'"),
+        (CounterHandle(), codec.Request(1, "__init__", {}), spec.METHOD_NOT_FOUND, "unknown method"),
+        (CounterHandle(), codec.Request(1, "slice", {"name": "a"}), spec.METHOD_NOT_FOUND, "not offered"),
+        (CounterHandle(), codec.Request(1, "query", {}), spec.INVALID_PARAMS, "missing parameter 'sql'"),
+        (Narrow(), codec.Request(1, "report", {"k": 3}), spec.INVALID_PARAMS, "unexpected keyword argument 'k'"),
+        (Narrow(), codec.Request(1, "test", {}), spec.INTERNAL_ERROR, "test failed: RuntimeError: expected all"),
+        (CounterHandle(), codec.Request(1, "query", {"sql": "DROP TABLE runs"}), spec.QUERY_FAILED, "read-only"),
     ],
 )
 def test_failures_become_error_answers(handle, request_, code, words):
     response = dispatch(handle, request_)
-    assert isinstance(response, P.ErrorResponse) and response.id == 1
+    assert isinstance(response, codec.ErrorResponse) and response.id == 1
     assert response.code == code and words in response.message
 
 
 def test_an_answer_that_cannot_be_sent_becomes_an_error_saying_why():
-    request = P.Request(4, "query", {"sql": "SELECT 1"})
-    big = P.Response(4, {"rows": ["x" * P.MAX_LINE_BYTES], "truncated": False})
-    too_large = P.decode(_answer_bytes(request, big))
-    assert too_large.code == P.RESULT_TOO_LARGE and "ask for fewer rows" in too_large.message
-    not_json = P.decode(_answer_bytes(request, P.Response(4, {"x": object()})))
-    assert not_json.code == P.INTERNAL_ERROR and "not JSON" in not_json.message
+    request = codec.Request(4, "query", {"sql": "SELECT 1"})
+    big = codec.Response(4, {"rows": ["x" * spec.MAX_LINE_BYTES], "truncated": False})
+    too_large = codec.decode(_answer_bytes(request, big))
+    assert too_large.code == spec.RESULT_TOO_LARGE and "ask for fewer rows" in too_large.message
+    not_json = codec.decode(_answer_bytes(request, codec.Response(4, {"x": object()})))
+    assert not_json.code == spec.INTERNAL_ERROR and "not JSON" in not_json.message
 
 
 # -- over the socket -------------------------------------------------------------------
@@ -75,10 +75,10 @@ def test_unknown_methods_and_bad_params_get_their_codes(connected):
     _, trainer = connected
     with pytest.raises(RpcError) as info:
         trainer.request("fork", {"run": "r1"})
-    assert info.value.code == P.METHOD_NOT_FOUND
+    assert info.value.code == spec.METHOD_NOT_FOUND
     with pytest.raises(RpcError) as info:
         trainer.request("report", {"k": -1})
-    assert info.value.code == P.INVALID_PARAMS and "'k' must be at least 0" in info.value.message
+    assert info.value.code == spec.INVALID_PARAMS and "'k' must be at least 0" in info.value.message
 
 
 def test_an_operation_error_reaches_the_dashboard_and_training_goes_on(connected):
@@ -87,12 +87,12 @@ def test_an_operation_error_reaches_the_dashboard_and_training_goes_on(connected
     trial.handle.failures["status"] = KeyError("boom")
     with pytest.raises(RpcError) as info:
         trainer.request("checkpoint")
-    assert info.value.code == P.STORE_FAILED
+    assert info.value.code == spec.STORE_FAILED
     assert info.value.message == "no space left on device: free disk space and retry"
     assert info.value.data == {"type": "StoreError"}
     with pytest.raises(RpcError) as info:
         trainer.request("status")
-    assert info.value.code == P.INTERNAL_ERROR and info.value.message == "status failed: KeyError: 'boom'"
+    assert info.value.code == spec.INTERNAL_ERROR and info.value.message == "status failed: KeyError: 'boom'"
     step = trial.handle.step
     wait_until(lambda: trial.handle.step > step + 5, what="training to go on")
     assert trainer.request("query", {"sql": "SELECT step"})["columns"] == ["step"]
@@ -134,7 +134,7 @@ def test_requests_past_the_pending_limit_are_told_the_link_is_busy(connected):
     trial.handle.test_gate.clear()
     ids = [trainer.send_request("test") for _ in range(MAX_PENDING + 1)]
     busy = trainer.reply(ids[-1])
-    assert busy.code == P.BUSY and f"{MAX_PENDING} requests are already waiting" in busy.message
+    assert busy.code == spec.BUSY and f"{MAX_PENDING} requests are already waiting" in busy.message
     trial.handle.test_gate.set()
-    assert all(isinstance(trainer.reply(i), P.Response) for i in ids[:-1])
+    assert all(isinstance(trainer.reply(i), codec.Response) for i in ids[:-1])
     assert trainer.request("status")["state"] == "running"

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from onthefly.link.framing import ConnectionClosed, FrameTooLarge, LineConnection, LineReader
-from onthefly.protocol import Notification, Request
+from onthefly.protocol.codec import Notification, Request
 
 
 @pytest.fixture

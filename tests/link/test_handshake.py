@@ -19,7 +19,8 @@ from onthefly.link.handshake import (
     welcome,
 )
 from onthefly.link.token import token_path
-from onthefly.protocol import HOST, Request, decode
+from onthefly.protocol.codec import Request, decode
+from onthefly.protocol.spec import HOST
 
 from .dashboard import DashboardServer, dash, link_env, make_link, wait_until  # noqa: F401  (fixtures)
 

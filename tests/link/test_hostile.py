@@ -10,14 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onthefly import protocol as P
+from onthefly.protocol import codec, spec
 from onthefly.errors import ProtocolError
 from onthefly.link.framing import LineConnection
 from onthefly.link.handshake import HandshakeError, trainer_handshake
 
 from .dashboard import DashboardServer, TrainerConnection, dash, link_env, make_link, wait_until  # noqa: F401
 
-HUGE = P.MAX_LINE_BYTES + 1
+HUGE = spec.MAX_LINE_BYTES + 1
 SETTINGS = settings(
     max_examples=60,
     deadline=None,
@@ -50,7 +50,7 @@ shaped = st.fixed_dictionaries(
 
 def status(trainer: TrainerConnection) -> dict:
     answer = trainer.reply(trainer.send_request("status", id=f"probe-{uuid.uuid4()}"))
-    assert isinstance(answer, P.Response), answer
+    assert isinstance(answer, codec.Response), answer
     return answer.result
 
 
@@ -95,7 +95,7 @@ def test_random_bytes_get_error_answers_and_change_nothing(session):
 
     send()
     assert session.trainer is first and not first.closed  # lines under the limit never close it
-    assert first.unanswerable and {e.code for e in first.unanswerable} <= {P.PARSE_ERROR, P.INVALID_REQUEST}
+    assert first.unanswerable and {e.code for e in first.unanswerable} <= {spec.PARSE_ERROR, spec.INVALID_REQUEST}
     assert_training_goes_on(session)
 
 
@@ -110,18 +110,18 @@ def test_json_of_the_wrong_shape_gets_error_answers_and_changes_nothing(session)
 
     send()
     assert session.trainer is first and not first.closed
-    assert {e.code for e in first.unanswerable} == {P.INVALID_REQUEST}
+    assert {e.code for e in first.unanswerable} == {spec.INVALID_REQUEST}
     assert_training_goes_on(session)
 
 
 @pytest.mark.parametrize(
     ("line", "code"),
     [
-        (b'{"jsonrpc":"2.0","id":1,"method":"st\xffatus"}', P.PARSE_ERROR),
-        (b"\xc3\x28\xa0\xa1", P.PARSE_ERROR),
-        (b"{" * 50_000, P.PARSE_ERROR),
-        (b'[{"jsonrpc":"2.0","id":1,"method":"status"}]', P.INVALID_REQUEST),
-        (b'{"jsonrpc":"2.0","id":null,"method":"status"}', P.INVALID_REQUEST),
+        (b'{"jsonrpc":"2.0","id":1,"method":"st\xffatus"}', spec.PARSE_ERROR),
+        (b"\xc3\x28\xa0\xa1", spec.PARSE_ERROR),
+        (b"{" * 50_000, spec.PARSE_ERROR),
+        (b'[{"jsonrpc":"2.0","id":1,"method":"status"}]', spec.INVALID_REQUEST),
+        (b'{"jsonrpc":"2.0","id":null,"method":"status"}', spec.INVALID_REQUEST),
     ],
 )
 def test_malformed_lines_are_answered_with_their_code_and_a_null_id(session, line, code):

@@ -8,7 +8,7 @@ import pytest
 from onthefly.errors import ConfigError
 from onthefly.link import DashboardLink
 from onthefly.link.client import next_delay, resolve_port
-from onthefly.protocol import DEFAULT_PORT, PORT_ENV
+from onthefly.protocol.spec import DEFAULT_PORT, PORT_ENV
 
 from .dashboard import DashboardServer, dash, link_env, make_link, wait_until  # noqa: F401  (fixtures)
 from .handle import CounterHandle

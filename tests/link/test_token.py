@@ -10,7 +10,7 @@ import pytest
 
 from onthefly.errors import ConfigError
 from onthefly.link.token import read_token, remove_token, token_key, token_path, write_token
-from onthefly.protocol import TOKEN_ENV
+from onthefly.protocol.spec import TOKEN_ENV
 
 from .dashboard import link_env  # noqa: F401  (fixture)
 

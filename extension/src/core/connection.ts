@@ -16,7 +16,7 @@ import {
   versionMessage,
   welcome,
 } from '../protocol/handshake';
-import { type Message, MessageError, checkNotification, decode, encode } from '../protocol/messages';
+import { type Message, MessageError, checkNotification, decode, encode } from '../protocol/codec';
 import { ERROR_CODES, MAX_LINE_BYTES, PROTOCOL_VERSION } from '../protocol/spec';
 import type { ClientInfo } from '../protocol/types';
 import { Emitter } from './emitter';

@@ -1,4 +1,4 @@
-/** The protocol's fingerprint: sha256 of the canonical listing, as Python's `fingerprint()`. Node only. */
+/** The protocol's fingerprint: sha256 of the canonical listing, as `fingerprint()` of `onthefly/protocol/spec.py`. Node only. */
 import { createHash } from 'node:crypto';
 import { canonicalJson, listing } from './spec';
 

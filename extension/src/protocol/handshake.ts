@@ -9,7 +9,7 @@
  * in hex; proofs are hex. Pure functions over Node's crypto.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { Message, Notification } from './messages';
+import type { Message, Notification } from './codec';
 import { HELLO, PROTOCOL_VERSION, WELCOME } from './spec';
 import type { ClientInfo } from './types';
 

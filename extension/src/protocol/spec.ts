@@ -2,8 +2,8 @@
  * The dashboard link protocol: version, limits, error codes, methods and
  * notifications.
  *
- * This file mirrors `onthefly/protocol.py` (the Python source of truth) and
- * `docs/protocol.md`. {@link listing} builds the same canonical listing as
+ * This file mirrors `onthefly/protocol/spec.py` (the Python source of truth) and
+ * `docs/protocol.md`; how messages are read and checked is codec.ts. {@link listing} builds the same canonical listing as
  * Python's `listing()`, so `fingerprint()` (see fingerprint.ts) yields the same
  * sha256 and a test fails when the two sides drift apart.
  *
@@ -38,7 +38,7 @@ export const ERROR_CODES = {
 
 export type ErrorName = keyof typeof ERROR_CODES;
 
-/** One named member of params, a result or a notification payload (see protocol.py `Field`). */
+/** One named member of params, a result or a notification payload (see spec.py `Field`). */
 export interface Field {
   readonly name: string;
   /** A JSON type name, `integer[]`, or several joined by `|`. */

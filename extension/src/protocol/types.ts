@@ -1,7 +1,8 @@
 /**
  * TypeScript shapes of the link's payloads, as listed in spec.ts and
- * `onthefly/protocol.py`: the params and results of each method and the
- * payload of each notification.
+ * `onthefly/protocol/spec.py`: the params and results of each method and the
+ * payload of each notification (built on the Python side by
+ * `onthefly/protocol/payloads.py`, one function per record).
  */
 import type { LogLevel, RunState } from './spec';
 

@@ -6,7 +6,7 @@
 import * as net from 'node:net';
 import { LineSplitter } from '../../src/protocol/framing';
 import { dashboardProof, newNonce, parseDashboardHello, parseWelcome, proofMatches, trainerHello, trainerProof } from '../../src/protocol/handshake';
-import { type Message, decode, encode } from '../../src/protocol/messages';
+import { type Message, decode, encode } from '../../src/protocol/codec';
 import { PROTOCOL_VERSION } from '../../src/protocol/spec';
 import type { ClientInfo } from '../../src/protocol/types';
 

@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import { fingerprint } from '../../src/protocol/fingerprint';
 import { FrameTooLarge, LineSplitter } from '../../src/protocol/framing';
 import { dashboardProof, proofMatches, trainerProof } from '../../src/protocol/handshake';
-import { MessageError, checkNotification, checkResult, decode, encode } from '../../src/protocol/messages';
+import { MessageError, checkNotification, checkResult, decode, encode } from '../../src/protocol/codec';
 import { ERROR_CODES, METHODS, NOTIFICATIONS } from '../../src/protocol/spec';
 
 // out/test/unit -> repository root
@@ -20,12 +20,12 @@ describe('the protocol mirror', () => {
     if (!fs.existsSync(DOCS)) return t.skip('docs/protocol.md is not in this checkout');
     const m = /protocol-hash:\s*`?([0-9a-f]{64})/.exec(fs.readFileSync(DOCS, 'utf8'));
     assert.ok(m, 'docs/protocol.md has a protocol-hash line');
-    assert.equal(fingerprint(), m[1], 'src/protocol/spec.ts differs from docs/protocol.md: update both with onthefly/protocol.py');
+    assert.equal(fingerprint(), m[1], 'src/protocol/spec.ts differs from docs/protocol.md: update both with onthefly/protocol/spec.py');
   });
 
-  it('has the same fingerprint as onthefly/protocol.py', (t) => {
+  it('has the same fingerprint as onthefly/protocol/spec.py', (t) => {
     if (!fs.existsSync(PYTHON)) return t.skip('no .venv with the Python package in this checkout');
-    const py = execFileSync(PYTHON, ['-c', 'from onthefly import protocol; print(protocol.fingerprint())'], { cwd: REPO }).toString().trim();
+    const py = execFileSync(PYTHON, ['-c', 'from onthefly.protocol import spec; print(spec.fingerprint())'], { cwd: REPO }).toString().trim();
     assert.equal(fingerprint(), py);
   });
 

@@ -1,7 +1,7 @@
 /**
  * JSON-RPC 2.0 messages of the dashboard link, their decoding and checks.
  *
- * Mirrors `onthefly/protocol.py` (`decode`, `check_fields`, `validate_params`).
+ * Mirrors `onthefly/protocol/codec.py` (`encode`, `decode`, `check_fields`, `validate_params`).
  * Pure functions: used by the host core and by the webview alike.
  */
 import { ERROR_CODES, METHODS, NOTIFICATIONS, type Field } from './spec';
@@ -172,7 +172,7 @@ function fieldProblem(f: Field, value: unknown): string | null {
   return null;
 }
 
-/** The problems of a payload against its fields (empty when it fits); see protocol.py `check_fields`. */
+/** The problems of a payload against its fields (empty when it fits); see codec.py `check_fields`. */
 export function checkFields(fields: readonly Field[], payload: unknown, columnar = false): string[] {
   if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) {
     return [`expected an object, got ${Array.isArray(payload) ? 'array' : payload === null ? 'null' : typeof payload}`];
