@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from onthefly.errors import ConfigError, QueryError
+from onthefly.protocol import payloads
 from onthefly.store.exports import (
     EXPORT_FORMATS,
     export_target,
@@ -32,6 +33,7 @@ from onthefly.store.exports import (
     write_rows,
 )
 from onthefly.store.query import json_value
+from onthefly.store.records import EpochSummary
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -140,17 +142,9 @@ def report(
         {"sample_id": s, "loss": json_value(loss), "label": json_value(label), "pred": json_value(pred)}
         for s, loss, label, pred in hardest
     ]
-    return {
-        "run": run_id,
-        "split": split,
-        "epoch": epoch,
-        "step": step,
-        "count": count,
-        "mean": json_value(mean),
-        "quantiles": {"p10": json_value(p10), "p50": json_value(p50), "p90": json_value(p90), "p99": json_value(p99)},
-        "hist": {"edges": json_value(_json_list(edges)), "counts": json_value(_json_list(counts))},
-        "hardest": hardest_rows,
-    }
+    summary = EpochSummary(run_id, split, epoch, step, count, mean, None, None, p10, p50, p90, p99,
+                           _json_list(edges), _json_list(counts))
+    return payloads.report(summary, hardest_rows)
 
 
 def quantile_bands(

@@ -21,6 +21,7 @@ from typing import Any
 
 from .. import distributed as dist
 from .._version import __version__
+from ..protocol import payloads
 from ..store.lifecycle import SessionStore, Store
 from .console import Console
 from .control import Controller
@@ -236,8 +237,8 @@ class TrainingSession:
         finite = loss is not None and math.isfinite(loss)
         self._session_store.catalog.add_test(run_id=pos.run_id, step=pos.step, epoch=pos.epoch, split=split,
                                              loss=loss if finite else None, metrics=result["metrics"])
-        payload = {"run": pos.run_id, "split": split, "step": pos.step, "epoch": pos.epoch,
-                   "loss": loss if finite else None, "metrics": result["metrics"], "count": result["count"]}
+        payload = payloads.test_result(run=pos.run_id, split=split, step=pos.step, epoch=pos.epoch, loss=loss,
+                                       metrics=result["metrics"], count=result["count"])
         self._notify("test", payload)
         shown = "".join(f" · {k} {v:.4f}" for k, v in result["metrics"].items() if isinstance(v, float))
         self._console.note(f"{split} loss {loss:.4f}{shown}" if finite else f"{split} loss not finite{shown}")
@@ -266,8 +267,7 @@ class TrainingSession:
 
     def _record_checkpoint(self, info, reason: str) -> dict[str, Any]:
         self._last_checkpoint = info.id
-        payload = {"id": info.id, "run": info.run_id, "step": info.step, "epoch": info.epoch,
-                   "reason": reason, "path": info.path, "bytes": info.bytes}
+        payload = payloads.checkpoint(info)
         self._notify("checkpoint", payload)
         return payload
 
@@ -314,13 +314,7 @@ class TrainingSession:
     def _summary_done(self, future) -> None:
         if future.exception() is not None:
             return
-        s = future.result()
-        self._notify("epoch", {
-            "run": s.run_id, "split": s.split, "epoch": s.epoch, "step": s.step, "count": s.count,
-            "mean": s.mean, "min": s.min, "max": s.max,
-            "quantiles": {"p10": s.p10, "p50": s.p50, "p90": s.p90, "p99": s.p99},
-            "hist": {"edges": s.hist_edges, "counts": s.hist_counts}, "metrics": s.metrics,
-        })
+        self._notify("epoch", payloads.epoch_summary(future.result()))
 
     def _on_state(self, state: str) -> None:
         if self._session_store is not None and self._position().run_id is not None:
