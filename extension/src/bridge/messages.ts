@@ -4,6 +4,7 @@
  * of the view they serve. The view sends `ready` first; the host holds its
  * messages until then.
  */
+import type { TrainerNotification } from '../protocol/types';
 import type { SessionSummary } from './session';
 
 // -- the link: sessions, connection status, trainer events --------------------
@@ -11,7 +12,7 @@ import type { SessionSummary } from './session';
 export type LinkToView =
   | { type: 'link'; listening: boolean; port: number; error?: string }
   | { type: 'sessions'; sessions: SessionSummary[] }
-  | { type: 'notification'; session: string; method: string; params: Record<string, unknown> };
+  | ({ type: 'notification'; session: string } & TrainerNotification);
 
 // -- requests forwarded to a training process ---------------------------------
 

@@ -16,9 +16,9 @@ import {
   versionMessage,
   welcome,
 } from '../protocol/handshake';
-import { type Message, MessageError, checkNotification, decode, encode } from '../protocol/codec';
+import { type Message, MessageError, checkNotification, decode, encode, isTrainerNotification } from '../protocol/codec';
 import { ERROR_CODES, MAX_LINE_BYTES, PROTOCOL_VERSION } from '../protocol/spec';
-import type { ClientInfo } from '../protocol/types';
+import type { ClientInfo, TrainerNotification } from '../protocol/types';
 import { Emitter } from './emitter';
 import type { Logger } from './interfaces';
 
@@ -57,11 +57,6 @@ export interface ConnectionOptions {
   nonces: NonceLedger;
   handshakeTimeoutMs?: number;
   maxLineBytes?: number;
-}
-
-export interface TrainerNotification {
-  method: string;
-  params: Record<string, unknown>;
 }
 
 interface Pending {
@@ -223,13 +218,14 @@ export class TrainerConnection {
   private onMessage(m: Message): void {
     switch (m.kind) {
       case 'notification': {
-        const problems = checkNotification(m.method, m.params);
-        if (problems.length) {
+        const n = { method: m.method, params: m.params };
+        if (!isTrainerNotification(n)) {
           this.dropped++;
+          const problems = checkNotification(m.method, m.params);
           this.options.logger.warn(`dropped '${m.method}' from session ${this.client?.session}: ${problems.slice(0, 3).join('; ')}`);
           return;
         }
-        this.notifications.fire({ method: m.method, params: m.params as Record<string, unknown> });
+        this.notifications.fire(n);
         return;
       }
       case 'request':

@@ -6,7 +6,7 @@
  */
 import * as net from 'node:net';
 import { HOST, METHODS } from '../protocol/spec';
-import type { ClientInfo, StatePayload } from '../protocol/types';
+import type { ClientInfo, StatePayload, StepsPayload, TrainerNotification } from '../protocol/types';
 import { CLOSED_CODE, NonceLedger, RpcError, TrainerConnection, UNKNOWN_SESSION_CODE } from './connection';
 import { Emitter } from './emitter';
 import type { Disposable, Logger } from './interfaces';
@@ -16,7 +16,7 @@ import { removeTokenFile, writeTokenFile } from './token';
 
 export type CoreEvent =
   | { type: 'sessions'; sessions: SessionSummary[] }
-  | { type: 'notification'; session: string; method: string; params: Record<string, unknown> }
+  | ({ type: 'notification'; session: string } & TrainerNotification)
   | { type: 'link'; listening: boolean; port: number; error?: string };
 
 export interface CoreOptions {
@@ -38,9 +38,9 @@ export function requestTimeout(method: string): number {
 }
 
 /** The last step (and epoch) of a columnar `steps` payload. */
-export function lastOfSteps(params: Record<string, unknown>): { step?: number; epoch?: number } {
-  const steps = params.step as unknown[];
-  const epochs = params.epoch as unknown[] | undefined;
+export function lastOfSteps(params: StepsPayload): { step?: number; epoch?: number } {
+  const steps = params.step;
+  const epochs: unknown[] | undefined = params.epoch;
   const i = steps.length - 1;
   const step = steps[i];
   const epoch = epochs?.[i];
@@ -177,13 +177,13 @@ export class DashboardCore {
     const replaced = this.registry.attach(conn, Date.now());
     replaced?.close(`session ${client.session} connected again`);
     this.options.logger.info(`session ${client.session} connected (project ${String(client.project ?? '?')}, pid ${String(client.pid ?? '?')})`);
-    conn.notifications.subscribe(({ method, params }) => {
-      if (method === 'state') this.onState(client.session, params as unknown as StatePayload);
-      else if (method === 'steps') {
-        const { step, epoch } = lastOfSteps(params);
+    conn.notifications.subscribe((n) => {
+      if (n.method === 'state') this.onState(client.session, n.params);
+      else if (n.method === 'steps') {
+        const { step, epoch } = lastOfSteps(n.params);
         if (step !== undefined) this.registry.advance(client.session, step, epoch);
       }
-      this.events.fire({ type: 'notification', session: client.session, method, params });
+      this.events.fire({ type: 'notification', session: client.session, ...n });
     });
     this.fireSessions();
     // The state as it is now; the trainer also sends one, whichever comes first is fine.

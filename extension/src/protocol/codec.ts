@@ -5,6 +5,7 @@
  * Pure functions: used by the host core and by the webview alike.
  */
 import { ERROR_CODES, METHODS, NOTIFICATIONS, type Field } from './spec';
+import type { TrainerNotification } from './types';
 
 export type Id = number | string;
 export type Params = Record<string, unknown> | unknown[];
@@ -203,6 +204,14 @@ export function checkNotification(method: string, params: unknown): string[] {
   const spec = NOTIFICATIONS[method];
   if (!spec) return [`unknown notification '${method}'`];
   return checkFields(spec.fields, params, spec.columnar);
+}
+
+/**
+ * Whether a notification fits spec.ts: the check each notification passes at
+ * the connection, after which it is one of {@link TrainerNotification}.
+ */
+export function isTrainerNotification(n: { method: string; params: unknown }): n is TrainerNotification {
+  return checkNotification(n.method, n.params).length === 0;
 }
 
 /** The problems of a method's result. */

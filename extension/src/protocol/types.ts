@@ -106,6 +106,11 @@ export interface NotificationPayloads {
   error: ErrorPayload;
 }
 export type NotificationName = keyof NotificationPayloads;
+/**
+ * A notification as a discriminated union on `method`, built from
+ * {@link NotificationPayloads}: `switch (n.method)` narrows `n.params`.
+ */
+export type TrainerNotification = { [M in NotificationName]: { method: M; params: NotificationPayloads[M] } }[NotificationName];
 
 export interface StatusResult {
   state: RunState;

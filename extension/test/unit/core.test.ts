@@ -144,8 +144,8 @@ describe('the dashboard core', () => {
     h.core.events.subscribe(() => {
       throw new Error('a broken view');
     });
-    h.core.events.subscribe((e) => e.type === 'notification' && seen[0].push((e.params.step as number[])[0]));
-    h.core.events.subscribe((e) => e.type === 'notification' && seen[1].push((e.params.step as number[])[0]));
+    h.core.events.subscribe((e) => e.type === 'notification' && e.method === 'steps' && seen[0].push(e.params.step[0]));
+    h.core.events.subscribe((e) => e.type === 'notification' && e.method === 'steps' && seen[1].push(e.params.step[0]));
     const t = new FakeTrainer({ port: h.port, token: h.token(), handlers: { status } });
     await t.welcomed;
     for (let i = 0; i < 50; i++) t.notify('steps', { step: [i], loss: [1 / (i + 1)] });
@@ -193,7 +193,7 @@ describe('malformed trainer output', () => {
 
   async function goodStillWorks(h: Harness, good: FakeTrainer) {
     good.notify('log', { level: 'info', message: 'still here' });
-    await until(() => notificationsOf(h.events).some((e) => e.session === 'good' && e.params.message === 'still here'), 'the other trainer is still served');
+    await until(() => notificationsOf(h.events).some((e) => e.session === 'good' && e.method === 'log' && e.params.message === 'still here'), 'the other trainer is still served');
     assert.equal(((await h.core.call('good', 'status')) as { state: string }).state, 'running');
   }
 
@@ -236,7 +236,7 @@ describe('malformed trainer output', () => {
     bad.send({ kind: 'response', id: 999, result: {} }); // a reply nobody asked for
     bad.send({ kind: 'request', id: 5, method: 'status', params: {} }); // the dashboard answers no requests
     bad.notify('log', { level: 'info', message: 'valid' });
-    await until(() => notificationsOf(h.events).some((e) => e.session === 'bad' && e.params.message === 'valid'), 'the valid one arrives');
+    await until(() => notificationsOf(h.events).some((e) => e.session === 'bad' && e.method === 'log' && e.params.message === 'valid'), 'the valid one arrives');
     assert.equal(notificationsOf(h.events).filter((e) => e.session === 'bad').length, 1);
     assert.equal(h.core.registry.get('bad')!.connection!.dropped, 3);
     const answer = await bad.waitFor((m) => m.kind === 'error' && m.id === 5);
@@ -284,7 +284,7 @@ describe('the session step', () => {
       assert.equal(h.core.sessions()[0].epoch, 1);
       t.notify('steps', { step: [2], loss: [1] }); // never backwards
       t.notify('log', { level: 'info', message: 'sync' });
-      await until(() => notificationsOf(h.events).some((e) => e.params.message === 'sync'), 'the log');
+      await until(() => notificationsOf(h.events).some((e) => e.method === 'log' && e.params.message === 'sync'), 'the log');
       assert.equal(h.core.sessions()[0].step, 6);
       t.close();
     } finally {

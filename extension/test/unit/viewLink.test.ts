@@ -30,7 +30,7 @@ it('holds messages until the view is ready, then sends a snapshot and forwards r
   assert.ok(posted.some((m) => m.type === 'rpcResult' && m.requestId === 1));
   assert.ok(posted.some((m) => m.type === 'fileDone' && m.requestId === 2 && m.message === 'saved a.csv (4 bytes)'));
   t.notify('log', { level: 'warning', message: 'hot' });
-  await until(() => posted.some((m) => m.type === 'notification' && m.params.message === 'hot'), 'the log reaches the view');
+  await until(() => posted.some((m) => m.type === 'notification' && m.method === 'log' && m.params.message === 'hot'), 'the log reaches the view');
   view.receive({ type: 'rpc', requestId: 3, session: 'ghost', method: 'status', params: {} });
   view.receive({ type: 'exportSession', requestId: 4, session: 'sess-1' });
   await until(() => posted.some((m) => m.type === 'rpcError' && m.requestId === 3) && posted.some((m) => m.type === 'fileDone' && m.requestId === 4), 'errors come back');

@@ -6,6 +6,7 @@
  * or Escape to reset, arrows to pan, +/- to zoom; x in steps or epochs.
  */
 import uPlot from 'uplot';
+import type { Overlay } from './shownRun';
 import { StepTable, extremeIndices, gather, lowerBound, mergePoints, stepsToEpochs, toCsv } from './series';
 import { palette } from './theme';
 
@@ -26,11 +27,10 @@ export const CHARTS: ChartSpec[] = [
   { id: 'memory', title: 'Memory (MB)', series: [{ key: 'rss_mb', label: 'RSS' }, { key: 'gpu_mem_mb', label: 'GPU' }] },
 ];
 
-/** Points drawn over the loss chart: validation and test losses. */
-export interface Overlay {
-  label: string;
-  x: number[]; // steps
-  y: (number | null)[];
+/** uPlot's columns: x (steps are never missing, a gap would be NaN), then the series with their gaps. */
+function aligned(cols: (number | null)[][]): uPlot.AlignedData {
+  const [x = [], ...ys] = cols;
+  return [x.map((v) => v ?? Number.NaN), ...ys];
 }
 
 export class StepCharts {
@@ -92,7 +92,7 @@ export class StepCharts {
           cursor: { drag: { x: true, y: false }, sync: { key: 'onthefly-steps' } },
           hooks: { setScale: [(u, key) => key === 'x' && this.onScale(u)] },
         },
-        [[], ...series.slice(1).map(() => [])] as unknown as uPlot.AlignedData,
+        aligned([[], ...series.slice(1).map(() => [])]),
         plotEl,
       );
       plot.over.addEventListener('dblclick', () => this.setZoom(null));
@@ -161,7 +161,7 @@ export class StepCharts {
       box.dataset.points = String(idx.length);
       box.dataset.lastX = idx.length ? String(gx[gx.length - 1]) : '';
       this.internal = true;
-      plot.setData(data as unknown as uPlot.AlignedData, !this.zoom);
+      plot.setData(aligned(data), !this.zoom);
       if (this.zoom) plot.setScale('x', { min: this.zoom[0], max: this.zoom[1] });
       this.internal = false;
     }

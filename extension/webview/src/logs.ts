@@ -1,12 +1,6 @@
 /** Logs and events of the session, newest last, with a level filter. */
 import type { LogLevel } from '../../src/protocol/spec';
-
-export interface LogLine {
-  level: LogLevel;
-  message: string;
-  step?: number | null;
-  time: number;
-}
+import type { LogLine } from './records';
 
 const ORDER: Record<LogLevel, number> = { debug: 0, info: 1, warning: 2, error: 3 };
 const MAX_LINES = 2000;

@@ -2,13 +2,16 @@
  * The per-sample view: the loss histogram of a pass with its quantile lines,
  * a loss range chosen by dragging (or typed) with the number of samples in
  * it, saved as a named slice and exported; quantile bands over epochs; the
- * hardest samples with a sparkline of their loss over epochs. Data is pulled
- * with `report` and `query`: per-sample rows never arrive as events.
+ * hardest samples with a sparkline of their loss over epochs. A pass's
+ * histogram and quantiles are drawn from its epoch summary (the `epoch`
+ * notification, see distribution.ts); the hardest samples are pulled with
+ * `report` and `query`: per-sample rows never arrive as events.
  */
 import uPlot from 'uplot';
-import type { EpochPayload, ReportResult } from '../../src/protocol/types';
+import type { EpochPayload, ReportParams, ReportResult } from '../../src/protocol/types';
 import { button } from './charts';
 import type { Client } from './client';
+import { type EpochChoice, type LossDistribution, QUANTILES as Q, distributionLine, histogramBars, pickPass, quantileBands, summarizedEpochs } from './distribution';
 import { fmt } from './format';
 import { countInRange } from './series';
 import { palette } from './theme';
@@ -17,8 +20,6 @@ export interface SampleContext {
   session: string;
   run: string;
 }
-
-const Q = ['p10', 'p50', 'p90', 'p99'] as const;
 
 function el<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Record<string, string> = {}, text?: string): HTMLElementTagNameMap[K] {
   const e = document.createElement(tag);
@@ -30,7 +31,8 @@ function el<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Record<string,
 export class SamplesView {
   private ctx: SampleContext | undefined;
   private epochs: EpochPayload[] = [];
-  private report: ReportResult | undefined;
+  /** The pass drawn: its histogram, quantile lines and the range estimate. */
+  private shown: LossDistribution | undefined;
   private hist: uPlot;
   private histBox: HTMLElement;
   private bands: uPlot;
@@ -124,7 +126,7 @@ export class SamplesView {
   setContext(ctx: SampleContext | undefined, epochs: EpochPayload[]): void {
     this.ctx = ctx;
     this.epochs = [...epochs];
-    this.report = undefined;
+    this.shown = undefined;
     this.follow = true;
     this.renderEpochOptions();
     this.renderBands();
@@ -140,17 +142,14 @@ export class SamplesView {
   }
 
   private renderEpochOptions(): void {
-    const split = this.splitSel.value;
-    const eps = [...new Set(this.epochs.filter((e) => e.split === split).map((e) => e.epoch))].sort((a, b) => a - b);
+    const eps = summarizedEpochs(this.epochs, this.splitSel.value);
     const current = this.follow ? 'latest' : this.epochSel.value;
     this.epochSel.replaceChildren(el('option', { value: 'latest' }, 'latest'), ...eps.map((e) => el('option', { value: String(e) }, String(e))));
     this.epochSel.value = eps.map(String).includes(current) ? current : 'latest';
   }
 
   private renderBands(): void {
-    const rows = this.epochs.filter((e) => e.split === this.splitSel.value).sort((a, b) => a.epoch - b.epoch);
-    const x = rows.map((r) => r.epoch);
-    this.bands.setData([x, ...Q.map((q) => rows.map((r) => r.quantiles?.[q] ?? null))] as unknown as uPlot.AlignedData);
+    this.bands.setData(quantileBands(this.epochs, this.splitSel.value));
   }
 
   async load(): Promise<void> {
@@ -161,31 +160,46 @@ export class SamplesView {
       this.summary.textContent = 'No run chosen.';
       return;
     }
-    const params: Record<string, unknown> = { run: ctx.run, split: this.splitSel.value, k: 20 };
-    if (!this.follow && this.epochSel.value !== 'latest') params.epoch = Number(this.epochSel.value);
+    const split = this.splitSel.value;
+    const choice: EpochChoice = this.follow || this.epochSel.value === 'latest' ? 'latest' : Number(this.epochSel.value);
+    // The pass's summary is held (from its epoch notification): draw it now, ask report for the hardest samples.
+    const held = pickPass(this.epochs, ctx.run, split, choice);
+    if (held) this.showDistribution(held, 'epoch');
+    const params: ReportParams = { run: ctx.run, split, k: 20 };
+    const epoch = held?.epoch ?? (choice === 'latest' ? undefined : choice);
+    if (epoch !== undefined) params.epoch = epoch;
     try {
       const r = await this.client.call(ctx.session, 'report', params);
       if (gen !== this.generation) return;
-      this.report = r;
-      this.summary.textContent = `epoch ${r.epoch} · ${r.count.toLocaleString()} samples · mean ${fmt(r.mean)} · p50 ${fmt(r.quantiles.p50)} · p99 ${fmt(r.quantiles.p99)}`;
+      if (!held) this.showDistribution(r, 'report');
       this.table.dataset.epoch = String(r.epoch);
-      const { edges, counts } = r.hist;
-      this.hist.setData([edges.slice(0, counts.length), counts] as unknown as uPlot.AlignedData);
-      this.histBox.dataset.bins = String(counts.length);
-      this.histBox.dataset.count = String(r.count);
       this.renderTable(r);
       void this.loadSparklines(ctx, r, gen);
     } catch (e) {
       if (gen !== this.generation) return;
+      this.table.replaceChildren();
+      if (held) return; // the pass is drawn; only its hardest samples are missing
+      this.shown = undefined;
       this.summary.textContent = `No per-sample report yet: ${(e as Error).message}`;
       this.hist.setData([[], []]);
       this.histBox.dataset.bins = '0';
-      this.table.replaceChildren();
     }
   }
 
+  /** Draw a pass: its histogram, quantile lines and summary line. */
+  private showDistribution(d: LossDistribution, source: 'epoch' | 'report'): void {
+    this.shown = d;
+    this.summary.textContent = distributionLine(d);
+    const bars = histogramBars(d.hist);
+    this.hist.setData(bars);
+    this.histBox.dataset.bins = String(bars[1].length);
+    this.histBox.dataset.count = String(d.count);
+    this.histBox.dataset.epoch = String(d.epoch);
+    this.histBox.dataset.source = source;
+  }
+
   private drawQuantiles(u: uPlot): void {
-    const r = this.report;
+    const r = this.shown;
     if (!r) return;
     const ctx = u.ctx;
     const p = palette();
@@ -224,7 +238,7 @@ export class SamplesView {
   }
 
   private async updateCount(): Promise<void> {
-    const r = this.report;
+    const r = this.shown;
     const lo = Number(this.lo.value);
     const hi = Number(this.hi.value);
     if (!r || !this.ctx || !Number.isFinite(lo) || !Number.isFinite(hi) || hi < lo) {
@@ -246,7 +260,7 @@ export class SamplesView {
   }
 
   private async saveSlice(): Promise<void> {
-    const r = this.report;
+    const r = this.shown;
     const name = this.sliceName.value.trim() || `loss-${this.lo.value}-${this.hi.value}`;
     if (!r || !this.ctx) return this.say('Choose a pass with samples first.', 'error');
     const lo = Number(this.lo.value);
