@@ -93,6 +93,7 @@ test('the histogram and the hardest samples fill after an epoch', async () => {
   assert.ok(rows >= 5, `hardest samples listed, got ${rows}`);
   await page.waitForFunction(() => document.querySelectorAll('[data-testid=hardest-table] td.spark canvas').length > 0, null, { timeout: T });
   assert.equal(Number(await tid('sample-histogram').getAttribute('data-count')), 1024, 'a train pass holds every sample');
+  assert.equal(await tid('sample-histogram').getAttribute('data-source'), 'epoch', "drawn from the pass's epoch summary");
 });
 
 test('a loss range is counted, saved as a slice and exported', async () => {
