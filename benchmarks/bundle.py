@@ -41,10 +41,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's onthefly, not whichever is installed
 
-from onthefly.store.bundle import export_session, import_bundle  # noqa: E402
+from onthefly.store.bundle.export import export_session  # noqa: E402
+from onthefly.store.bundle.import_ import import_bundle  # noqa: E402
 from onthefly.store.lifecycle import Store  # noqa: E402
-from onthefly.store.schema import SAMPLES_SCHEMA  # noqa: E402
-from onthefly.store.writer import PARQUET_OPTIONS, ROW_GROUP_ROWS  # noqa: E402
+from onthefly.store.shards.schema import SAMPLES_SCHEMA  # noqa: E402
+from onthefly.store.shards.parts import PARQUET_OPTIONS, ROW_GROUP_ROWS  # noqa: E402
 
 SHARD_ROWS = 1_000_000  # about 7 MB of Parquet a shard
 SHARD_SHARE = 0.6

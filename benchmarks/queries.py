@@ -30,12 +30,12 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's onthefly, not whichever is installed
 
-from onthefly.store import query, reports  # noqa: E402
+from onthefly.store.read import query, reports  # noqa: E402
 from onthefly.store.lifecycle import Store  # noqa: E402
 from onthefly.store.records import EpochSummary  # noqa: E402
-from onthefly.store.schema import SAMPLES_SCHEMA  # noqa: E402
-from onthefly.store.summaries import summarize_losses  # noqa: E402
-from onthefly.store.writer import PARQUET_OPTIONS, ROW_GROUP_ROWS  # noqa: E402
+from onthefly.store.shards.schema import SAMPLES_SCHEMA  # noqa: E402
+from onthefly.store.shards.summaries import summarize_losses  # noqa: E402
+from onthefly.store.shards.parts import PARQUET_OPTIONS, ROW_GROUP_ROWS  # noqa: E402
 
 EPOCHS = 10
 BATCH = 256

@@ -29,9 +29,10 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's onthefly, not whichever is installed
 
-from onthefly.store.catalog import Catalog  # noqa: E402
-from onthefly.store.schema import concat_sorted, samples_table  # noqa: E402
-from onthefly.store.writer import PARQUET_OPTIONS, ROW_GROUP_ROWS, ShardWriter  # noqa: E402
+from onthefly.store.catalog.catalog import Catalog  # noqa: E402
+from onthefly.store.shards.schema import concat_sorted, samples_table  # noqa: E402
+from onthefly.store.shards.parts import PARQUET_OPTIONS, ROW_GROUP_ROWS  # noqa: E402
+from onthefly.store.shards.writer import ShardWriter  # noqa: E402
 
 COPY_SORTED = (
     "COPY (SELECT * FROM read_parquet($files) ORDER BY sample_id, step) TO '{out}' "

@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any, TextIO
 
-from onthefly.store.bundle import import_bundle, read_manifest
+from onthefly.store.bundle.import_ import import_bundle, read_manifest
 from onthefly.store.lifecycle import Store
 
 __all__ = ["add_import", "run_import"]

@@ -34,10 +34,10 @@ from onthefly.cli.sessions import add_pin, add_rm, add_unpin
 from onthefly.cli.tables import render_table
 from onthefly.errors import ConfigError, OnTheFlyError
 from onthefly.store.lifecycle import Store
-from onthefly.store.query import json_rows, query_table
-from onthefly.store.query import sql as open_sql
+from onthefly.store.read.query import json_rows, query_table
+from onthefly.store.read.query import sql as open_sql
 from onthefly.store.records import SessionEntry
-from onthefly.store.reports import write_rows
+from onthefly.store.read.exports import write_rows
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 

@@ -27,12 +27,12 @@ from filelock import FileLock, Timeout
 
 from onthefly.errors import ConfigError, MissingFileError, OnTheFlyError, StoreError
 from onthefly.paths import resolve_home
-from onthefly.store.catalog import Catalog
+from onthefly.store.catalog.catalog import Catalog
 from onthefly.store.records import SessionEntry
 
 if TYPE_CHECKING:
-    from onthefly.store.checkpoints import CheckpointStore
-    from onthefly.store.writer import ShardWriter
+    from onthefly.store.checkpoints.checkpoints import CheckpointStore
+    from onthefly.store.shards.writer import ShardWriter
 
 __all__ = ["SESSION_ID_RE", "new_session_id", "removable", "Store", "SessionStore"]
 
@@ -440,7 +440,7 @@ class SessionStore:
         with self._guard:
             self._require_open()
             if self._writer is None:
-                from onthefly.store.writer import ShardWriter
+                from onthefly.store.shards.writer import ShardWriter
 
                 self._writer = ShardWriter(self.dir, self.catalog)
             return self._writer
@@ -460,7 +460,7 @@ class SessionStore:
         with self._guard:
             self._require_open()
             if self._checkpoints is None:
-                from onthefly.store.checkpoints import CheckpointStore
+                from onthefly.store.checkpoints.checkpoints import CheckpointStore
 
                 self._checkpoints = CheckpointStore(self.dir, self.catalog)
             return self._checkpoints

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, OnTheFlyError
-from ..store.catalog import Catalog
-from ..store.checkpoints import CheckpointData, load_checkpoint
+from ..store.catalog.catalog import Catalog
+from ..store.checkpoints.checkpoints import CheckpointData, load_checkpoint
 from ..store.lifecycle import Store
 
 __all__ = ["ResumePoint", "locate_checkpoint", "apply_checkpoint", "bundle_reference"]
@@ -79,7 +79,7 @@ def bundle_reference(ref: str) -> tuple[str, str | None] | None:
 
 
 def _from_bundle(bundle: str, run_ref: str | None, store: Store) -> ResumePoint:
-    from ..store.bundle import import_bundle
+    from ..store.bundle.import_ import import_bundle
 
     entry = import_bundle(bundle, store=store)
     if run_ref is not None:

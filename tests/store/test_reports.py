@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from onthefly.errors import ConfigError, QueryError, StoreError
-from onthefly.store import query, reports
+from onthefly.store.read import query, reports
 from onthefly.store.lifecycle import Store
 from onthefly.store.records import EpochSummary
 from tests.store.shards import write_samples

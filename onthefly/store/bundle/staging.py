@@ -17,15 +17,8 @@ import shutil
 from pathlib import Path
 
 from onthefly.errors import MissingFileError, StoreError
-from onthefly.store.durable import fsync_folder
 
-__all__ = [
-    "STAGING_DIRNAME",
-    "new_scratch",
-    "remove_scratch",
-    "link_or_copy",
-    "fsync_folder",
-]
+__all__ = ["STAGING_DIRNAME", "new_scratch", "remove_scratch", "link_or_copy"]
 
 STAGING_DIRNAME = ".staging"
 HASH_CHUNK = 16 << 20

@@ -6,7 +6,7 @@ tensor (and numpy array) is a safetensors tensor under a namespaced key
 (``model.fc.weight``, ``optimizer.state.0.exp_avg``, ``rng.torch``...);
 everything else (param groups, step counters, tuples, int keys, ``nan``...)
 goes into the safetensors metadata as a JSON skeleton that refers to those
-tensors (see :mod:`onthefly.store.tree`). The file is an ordinary safetensors
+tensors (see :mod:`onthefly.store.checkpoints.tree`). The file is an ordinary safetensors
 file, so ``safetensors.safe_open`` reads its tensors too.
 
 Writes are atomic: the bytes go to a temporary file in the same folder, which
@@ -15,7 +15,7 @@ folder, so a crash leaves either the old state or the new file, never half a
 file under the final name. The sha256 of the file is computed while it is
 written and recorded in the catalog; loads verify it. Nothing is unpickled.
 The file itself (layout, atomic write, header checks, hashing) is
-:mod:`onthefly.store.safetensors_file`.
+:mod:`onthefly.store.checkpoints.safetensors_file`.
 
 Tensors that are the same view of the same memory (tied embeddings) are
 stored once and load back as one tensor object; other views of shared memory
@@ -39,24 +39,16 @@ import torch
 
 from onthefly.errors import ConfigError, CorruptFileError, StoreError
 from onthefly.store.background import lower_this_thread
-from onthefly.store.records import CheckpointInfo
-from onthefly.store.safetensors_file import (
-    FORMAT_VERSION,
+from onthefly.store.checkpoints.safetensors_file import (
     PARTIAL_SUFFIX,
     checkpoint_chunks,
     read_checkpoint_file,
     write_chunks,
 )
-from onthefly.store.tree import flatten, unflatten
+from onthefly.store.checkpoints.tree import flatten, unflatten
+from onthefly.store.records import CheckpointInfo
 
-__all__ = [
-    "HOLDS",
-    "FORMAT_VERSION",
-    "CheckpointData",
-    "CheckpointStore",
-    "save_checkpoint",
-    "load_checkpoint",
-]
+__all__ = ["HOLDS", "CheckpointData", "CheckpointStore", "save_checkpoint", "load_checkpoint"]
 
 HOLDS = ("model", "optimizer", "scheduler", "scaler", "rng", "sampler")
 """The parts a checkpoint can hold, in the order the catalog lists them."""

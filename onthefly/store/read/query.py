@@ -7,7 +7,7 @@ in :data:`VIEWS`:
   file list the catalog gives (``read_parquet``, ``union_by_name``). They
   carry the shard schemas' columns and types even before any shard exists.
 - the catalog tables (``runs``, ``epochs``, ...) are Arrow copies read
-  through a read-only :class:`~onthefly.store.catalog.Catalog`, closed right
+  through a read-only :class:`~onthefly.store.catalog.catalog.Catalog`, closed right
   after. DuckDB's sqlite extension is never used.
 
 **Locked configuration.** Before any user SQL runs, external access is
@@ -54,10 +54,10 @@ from onthefly.errors import (
     QueryError,
     StoreError,
 )
-from onthefly.store.catalog import Catalog
+from onthefly.store.catalog.catalog import Catalog
+from onthefly.store.layout import RANKS_DIR, rank_catalogs
 from onthefly.store.lifecycle import Store
-from onthefly.store.ranks import RANKS_DIR, rank_catalogs
-from onthefly.store.schema import SAMPLES_SCHEMA, STEPS_SCHEMA
+from onthefly.store.shards.schema import SAMPLES_SCHEMA, STEPS_SCHEMA
 
 __all__ = [
     "VIEWS",
@@ -69,7 +69,6 @@ __all__ = [
     "query_table",
     "run_query",
     "session_dir_of",
-    "rank_catalogs",
     "readonly_refusal",
     "json_rows",
     "json_value",
@@ -250,7 +249,7 @@ def sql(
         >>> con = onthefly.sql("mnist.zip")  # doctest: +SKIP
     """
     if session is not None and Path(session).suffix.lower() == ".zip":
-        from onthefly.store.bundle import import_bundle
+        from onthefly.store.bundle.import_ import import_bundle
 
         return connect(import_bundle(session, store=Store(home)).dir)
     return connect(session_dir_of(session, home=home))

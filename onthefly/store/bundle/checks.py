@@ -3,8 +3,8 @@
 Everything here is a pure function of names, numbers and parsed JSON: which
 zip entry names are acceptable, which entry modes, which sizes and ratios,
 whether a manifest is well formed and of a format this version reads, and
-whether a file is worth deflating. :mod:`onthefly.store.bundle` and
-:mod:`onthefly.store.bundle_import` call them and do the I/O.
+whether a file is worth deflating. :mod:`onthefly.store.bundle.export` and
+:mod:`onthefly.store.bundle.import_` call them and do the I/O.
 """
 
 from __future__ import annotations
@@ -273,7 +273,7 @@ def format_verdict(manifest: Mapping[str, Any]) -> str:
 def manifest_problems(manifest: Any) -> list[str]:
     """The structural problems of a version-1 manifest (empty when it is well formed).
 
-    Checks the members :func:`onthefly.store.bundle.build_manifest` writes:
+    Checks the members :func:`onthefly.store.bundle.export.build_manifest` writes:
     a session with an id and project, runs with ids, and files with a path
     the layout accepts, a size and a sha256, each path once, the catalog
     among them.

@@ -17,8 +17,8 @@ order:
 
 Only the commit worker touches the catalog and the files, so they change in
 the order the caller logged. The checks of what callers hand over live in
-:mod:`onthefly.store.writer_input`, the tables and files the workers build in
-:mod:`onthefly.store.parts`.
+:mod:`onthefly.store.shards.writer_input`, the tables and files the workers build in
+:mod:`onthefly.store.shards.parts`.
 """
 
 from __future__ import annotations
@@ -38,13 +38,11 @@ import numpy as np
 import pyarrow as pa
 
 from onthefly.errors import ConfigError, OnTheFlyError, StoreError
-from onthefly.store.arrow_numpy import to_numpy
 from onthefly.store.background import lower_this_thread
-from onthefly.store.handoff import Handoff
-from onthefly.store.parts import (
-    MAX_LIVE_PARTS,
-    MAX_MERGE_ROWS,
-    PARQUET_OPTIONS,
+from onthefly.store.records import ShardInfo
+from onthefly.store.shards.arrow_numpy import to_numpy
+from onthefly.store.shards.handoff import Handoff
+from onthefly.store.shards.parts import (
     ROW_GROUP_ROWS,
     pass_summary,
     plan_merge,
@@ -54,22 +52,19 @@ from onthefly.store.parts import (
     steps_part,
     write_parquet,
 )
-from onthefly.store.records import ShardInfo
-from onthefly.store.writer_input import PLAIN_NUMBERS, check_name, class_scores, column, steps_columns
+from onthefly.store.shards.writer_input import (
+    PLAIN_NUMBERS,
+    check_name,
+    class_scores,
+    column,
+    steps_columns,
+)
 
 if TYPE_CHECKING:
-    from onthefly.store.catalog import Catalog
+    from onthefly.store.catalog.catalog import Catalog
     from onthefly.store.records import EpochSummary
 
-__all__ = [
-    "ShardWriter",
-    "plan_merge",
-    "MAX_LIVE_PARTS",
-    "MAX_MERGE_ROWS",
-    "MAX_PART_ROWS",
-    "ROW_GROUP_ROWS",
-    "PARQUET_OPTIONS",
-]
+__all__ = ["ShardWriter", "MAX_PART_ROWS"]
 
 FLUSH_INTERVAL = 2.0
 """Default seconds a logged row may wait before it is in a listed part.
@@ -236,7 +231,7 @@ class ShardWriter:
             scores: optional ``[n, C]`` class scores (logits or
                 log-probabilities, ``C >= 2``) given with ``label`` instead of
                 ``pred``, ``correct`` and ``margin``: the writer's thread
-                derives those from them (:func:`onthefly.store.scores.fields_from_scores`).
+                derives those from them (:func:`onthefly.store.shards.scores.fields_from_scores`).
 
         Raises:
             ConfigError: lengths differ, an array is not 1-D or of a wrong

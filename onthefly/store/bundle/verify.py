@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from onthefly.errors import BundleError, OnTheFlyError, SchemaError
-from onthefly.store import migrate
-from onthefly.store.bundle_checks import CATALOG, RANKS, kind_of, split_rank
-from onthefly.store.catalog import Catalog
-from onthefly.store.catalog_records import TABLES
+from onthefly.store.bundle.checks import CATALOG, RANKS, kind_of, split_rank
+from onthefly.store.catalog import migrate
+from onthefly.store.catalog.catalog import Catalog
+from onthefly.store.catalog.rows import TABLES
 
 __all__ = ["Member", "refusal", "check_files", "check_catalog", "catalog_paths"]
 
