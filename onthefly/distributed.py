@@ -39,10 +39,10 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from .errors import ConfigError
 from .store.catalog.catalog import Catalog
-from .store.layout import RANKS_DIR, rank_catalogs
+from .store.layout import catalog_path, rank_catalogs, rank_dir
 from .store.records import EpochSummary
-from .store.shards.schema import SAMPLES_SCHEMA
 from .store.shards.parts import pass_summary, read_parquet
+from .store.shards.schema import SAMPLES_SCHEMA
 from .store.shards.writer import ShardWriter
 
 __all__ = [
@@ -261,9 +261,9 @@ class RankStore:
     def __init__(self, session_dir: Path, *, session_id: str, project: str, rank: int) -> None:
         self.id = session_id
         self.session_dir = Path(session_dir)
-        self.dir = self.session_dir / RANKS_DIR / str(rank)
+        self.dir = rank_dir(self.session_dir, rank)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.catalog = Catalog.open(self.dir / "catalog.sqlite")
+        self.catalog = Catalog.open(catalog_path(self.dir))
         self.catalog.init_session(session_id, project, meta={"rank": rank})
         self.writer = ShardWriter(self.dir, self.catalog)
 

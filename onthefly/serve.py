@@ -28,7 +28,8 @@ from filelock import FileLock, Timeout
 from onthefly._version import __version__
 from onthefly.errors import OnTheFlyError, StoreError
 from onthefly.store.catalog.catalog import Catalog
-from onthefly.store.lifecycle import CATALOG, LOCK, Store
+from onthefly.store.layout import CATALOG, LOCK
+from onthefly.store.lifecycle import Store
 from onthefly.store.read.operations import DataOperations
 
 __all__ = ["ServedSession", "open_served", "serve"]

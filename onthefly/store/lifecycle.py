@@ -28,6 +28,7 @@ from filelock import FileLock, Timeout
 from onthefly.errors import ConfigError, MissingFileError, OnTheFlyError, StoreError
 from onthefly.paths import resolve_home
 from onthefly.store.catalog.catalog import Catalog
+from onthefly.store.layout import CATALOG, LOCK, MARKER, PINNED, sessions_dir
 from onthefly.store.records import SessionEntry
 
 if TYPE_CHECKING:
@@ -41,11 +42,6 @@ log = logging.getLogger(__name__)
 SESSION_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 """``YYYYmmdd-HHMMSS-xxxxxx``: UTC creation time and 6 random hex digits."""
 
-SESSIONS_DIRNAME = "sessions"
-MARKER = "SESSION"
-LOCK = "LOCK"
-PINNED = "PINNED"
-CATALOG = "catalog.sqlite"
 
 
 def new_session_id() -> str:
@@ -143,7 +139,7 @@ class Store:
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = resolve_home(root)
-        self.sessions_dir = self.root / SESSIONS_DIRNAME
+        self.sessions_dir = sessions_dir(self.root)
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"

@@ -18,8 +18,9 @@ from filelock import FileLock
 from onthefly.errors import CorruptFileError, MissingFileError, SchemaError
 from onthefly.store.catalog import migrate
 from onthefly.store.catalog.catalog import Catalog
-from onthefly.store.catalog.rows import TABLES
 from onthefly.store.catalog.models import Base
+from onthefly.store.catalog.rows import TABLES
+from onthefly.store.layout import migrate_lock_path
 
 CATALOG_TABLES = {
     "sessions", "runs", "run_edges", "checkpoints", "tests", "slices", "events", "epochs", "shards",
@@ -157,7 +158,7 @@ def _start_opener(db: Path) -> subprocess.Popen:
 @pytest.mark.slow
 def test_a_second_process_waits_for_a_migration_in_progress(db: Path) -> None:
     db.parent.mkdir(parents=True)
-    lock = FileLock(str(db) + migrate.LOCK_SUFFIX)
+    lock = FileLock(migrate_lock_path(db))
     with lock:  # as if another process were migrating right now
         child = _start_opener(db)
         try:

@@ -36,19 +36,13 @@ from typing import TYPE_CHECKING, Any
 
 from onthefly._version import __version__
 from onthefly.errors import ConfigError, CorruptFileError, MissingFileError, StoreError
-from onthefly.store.bundle.checks import (
-    CATALOG,
-    FORMAT,
-    FORMAT_VERSION,
-    MANIFEST,
-    kind_of,
-    name_problem,
-)
+from onthefly.store.bundle.checks import FORMAT, FORMAT_VERSION, kind_of, name_problem
 from onthefly.store.bundle.pipeline import write_zip
 from onthefly.store.bundle.staging import link_or_copy, new_scratch, remove_scratch
 from onthefly.store.catalog import migrate
 from onthefly.store.catalog.catalog import Catalog
 from onthefly.store.durable import fsync_folder
+from onthefly.store.layout import CATALOG, MANIFEST, rank_catalogs
 from onthefly.store.records import CheckpointInfo, RunInfo, SessionInfo
 
 if TYPE_CHECKING:
@@ -193,8 +187,6 @@ def stage_session(session_dir: str | os.PathLike[str], *, root: str | os.PathLik
 
 def _stage_ranks(folder: Path, scratch: Path) -> list[StagedFile]:
     """The catalog and active shards of each other rank of a multi-process session (``ranks/<r>/``)."""
-    from onthefly.store.layout import rank_catalogs
-
     files = []
     for prefix, source in rank_catalogs(folder):
         rank = int(prefix.split("/")[1])

@@ -34,10 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 from onthefly.errors import BundleError, ConfigError, OnTheFlyError, StoreError
 from onthefly.store.bundle.checks import (
-    CATALOG,
     DEFAULT_LIMITS,
     FORMAT_VERSION,
-    MANIFEST,
     Limits,
     duplicate_runs,
     format_verdict,
@@ -58,6 +56,7 @@ from onthefly.store.bundle.verify import (
 )
 from onthefly.store.catalog.catalog import Catalog
 from onthefly.store.durable import fsync_folder
+from onthefly.store.layout import CATALOG, MANIFEST, MARKER, PINNED
 
 if TYPE_CHECKING:
     from onthefly.store.lifecycle import Store
@@ -291,8 +290,6 @@ def _session_id(manifest: dict[str, Any], bundle: Path) -> str:
 
 def _already_there(store: Store, manifest: dict[str, Any], members: list[Member], bundle: Path) -> bool:
     """True when the store holds this session with everything the bundle brings."""
-    from onthefly.store.lifecycle import MARKER
-
     session_id = manifest["session"]["id"]
     folder = store.sessions_dir / session_id
     if not os.path.lexists(folder):
@@ -415,8 +412,6 @@ def _finish_catalog(scratch: Path, session_id: str, dropped: dict[str, str], mem
 
 
 def _write_markers(scratch: Path, manifest: dict[str, Any], bundle: Path) -> None:
-    from onthefly.store.lifecycle import MARKER, PINNED
-
     session = manifest["session"]
     created = session.get("created_at")
     marker = {

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock, Timeout
 
 from onthefly.errors import CorruptFileError, MissingFileError, SchemaError, StoreError
+from onthefly.store.layout import catalog_path, migrate_lock_path
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -63,7 +64,6 @@ HEAD_SCHEMA = "schema_head.sql"
 """The file beside the migrations holding the SQL of a new catalog at ``HEAD``."""
 
 BUSY_TIMEOUT_MS = 5000
-LOCK_SUFFIX = ".migrate.lock"
 LOCK_TIMEOUT_S = 120.0
 
 # Markers of a damaged or foreign file in SQLite's error messages.
@@ -305,7 +305,7 @@ def _migration_engine(db_path: Path, *, readonly: bool = False) -> Engine:
 
 @contextmanager
 def _migration_lock(db_path: Path, timeout: float) -> Iterator[None]:
-    lock_path = str(db_path) + LOCK_SUFFIX
+    lock_path = migrate_lock_path(db_path)
     lock = FileLock(lock_path, thread_local=False)
     try:
         lock.acquire(timeout=timeout)
@@ -439,7 +439,7 @@ def write_head_schema(target: Path | None = None) -> Path:
 
     target = Path(target) if target is not None else _head_schema_path()
     with tempfile.TemporaryDirectory() as tmp:
-        db_path = Path(tmp, "catalog.sqlite")
+        db_path = catalog_path(tmp)
         engine = _migration_engine(db_path)
         try:
             with engine.begin() as conn:

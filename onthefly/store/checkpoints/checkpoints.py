@@ -46,6 +46,7 @@ from onthefly.store.checkpoints.safetensors_file import (
     write_chunks,
 )
 from onthefly.store.checkpoints.tree import flatten, unflatten
+from onthefly.store.layout import CHECKPOINTS_DIR, checkpoint_file, checkpoints_folder
 from onthefly.store.records import CheckpointInfo
 
 __all__ = ["HOLDS", "CheckpointData", "CheckpointStore", "save_checkpoint", "load_checkpoint"]
@@ -337,7 +338,7 @@ class CheckpointStore:
         checkpoint_id = "ck-" + secrets.token_hex(6)
         return _Pending(
             checkpoint_id=checkpoint_id, run_id=run_id, step=int(step), epoch=int(epoch), reason=reason,
-            relative=f"checkpoints/{run_id}/{checkpoint_id}.safetensors", chunks=chunks, holds=holds,
+            relative=checkpoint_file(run_id, checkpoint_id), chunks=chunks, holds=holds,
         )
 
     def _commit(self, pending: _Pending) -> CheckpointInfo:
@@ -394,7 +395,7 @@ class CheckpointStore:
                 folder (absolute, or with ``..``).
         """
         relative = PurePosixPath(info.path)
-        if relative.is_absolute() or ".." in relative.parts or relative.parts[:1] != ("checkpoints",):
+        if relative.is_absolute() or ".." in relative.parts or relative.parts[:1] != (CHECKPOINTS_DIR,):
             raise CorruptFileError(
                 f"checkpoint {info.id} is listed at {info.path!r}, outside the session's checkpoints/ folder; "
                 "the catalog was edited or imported from an untrusted bundle, do not load it"
@@ -410,7 +411,7 @@ class CheckpointStore:
         Returns:
             The files deleted.
         """
-        root = self.session_dir / "checkpoints"
+        root = checkpoints_folder(self.session_dir)
         removed = []
         for candidate in sorted(root.glob(f"*/.*{PARTIAL_SUFFIX}")):
             candidate.unlink(missing_ok=True)

@@ -39,6 +39,7 @@ import pyarrow as pa
 
 from onthefly.errors import ConfigError, OnTheFlyError, StoreError
 from onthefly.store.background import lower_this_thread
+from onthefly.store.layout import samples_folder, steps_folder
 from onthefly.store.records import ShardInfo
 from onthefly.store.shards.arrow_numpy import to_numpy
 from onthefly.store.shards.handoff import Handoff
@@ -550,11 +551,11 @@ class ShardWriter:
         table = built.result()
         if isinstance(key, str):
             kind, live_key, shard_key = "steps", ("steps", key), (key, None, None)
-            path = self._new_path(Path("steps", key), "part-")
+            path = self._new_path(steps_folder(key), "part-")
             self._step_runs.add(key)
         else:
             kind, live_key, shard_key = "samples", key, key
-            path = self._new_path(Path("samples", key[0], key[1]), f"e{key[2]:06d}-p")
+            path = self._new_path(samples_folder(key[0], key[1]), f"e{key[2]:06d}-p")
         info = self._write_listed(table, path, kind=kind, key=shard_key, level=0)
         self._stats["rows_written"] += table.num_rows
         self._stats["parts_written"] += 1
@@ -575,9 +576,9 @@ class ShardWriter:
             raise
         run_id, split, epoch = sources[0].run_id, sources[0].split, sources[0].epoch
         if kind == "steps":
-            path = self._new_path(Path("steps", run_id), "merged-")
+            path = self._new_path(steps_folder(run_id), "merged-")
         else:
-            path = self._new_path(Path("samples", run_id, split), f"e{epoch:06d}-m")
+            path = self._new_path(samples_folder(run_id, split), f"e{epoch:06d}-m")
         level = max(s.level for s in sources) + 1
         merged = self._write_listed(table, path, kind=kind, key=(run_id, split, epoch), level=level, retire=sources)
         self._stats["merges"] += 1
@@ -601,7 +602,7 @@ class ShardWriter:
             self._stats["rows_written"] += tables[-1].num_rows
         table = sorted_table(tables, "sample_id")
         if table.num_rows or sources:
-            path = self._new_path(Path("samples", run_id, split), f"e{epoch:06d}-s")
+            path = self._new_path(samples_folder(run_id, split), f"e{epoch:06d}-s")
             level = max([s.level for s in sources] + [0]) + 1
             self._write_listed(table, path, kind="samples", key=key, level=level, retire=sources, sealed=True)
         self._live.pop(key, None)
@@ -624,7 +625,7 @@ class ShardWriter:
         if not sources or (len(sources) == 1 and sources[0].sealed):
             return
         table = sorted_table(self._read_all(sources), "step")
-        path = self._new_path(Path("steps", run_id), "steps-")
+        path = self._new_path(steps_folder(run_id), "steps-")
         level = max(s.level for s in sources) + 1
         key = (run_id, None, None)
         self._write_listed(table, path, kind="steps", key=key, level=level, retire=sources, sealed=True)
