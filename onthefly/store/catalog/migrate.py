@@ -26,6 +26,7 @@ import urllib.parse
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,9 @@ HEAD = "0001"
 HEAD_SCHEMA = "schema_head.sql"
 """The file beside the migrations holding the SQL of a new catalog at ``HEAD``."""
 
+MIGRATIONS_PACKAGE = "onthefly._migrations"
+"""The Alembic environment and scripts: ``migrations/`` of the repository, shipped under this name."""
+
 BUSY_TIMEOUT_MS = 5000
 LOCK_TIMEOUT_S = 120.0
 
@@ -76,9 +80,10 @@ _CORRUPTION_MARKERS = (
 
 
 def _script_location() -> str:
-    import onthefly._migrations as migrations_package
-
-    return str(Path(migrations_package.__file__).resolve().parent)
+    # The migration scripts are package data that Alembic loads from this
+    # folder; located as a resource, not imported (the store imports nothing
+    # of the package above it).
+    return str(Path(str(resources.files(MIGRATIONS_PACKAGE))).resolve())
 
 
 def alembic_config(*, connection: Connection | None = None) -> Config:
