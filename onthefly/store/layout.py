@@ -41,6 +41,7 @@ __all__ = [
     "CHECKPOINTS_DIR",
     "RANKS_DIR",
     "MANIFEST",
+    "CHECKPOINT_SUFFIX",
     "sessions_dir",
     "staging_dir",
     "catalog_path",
@@ -91,6 +92,7 @@ MANIFEST = "manifest.json"
 """The first entry of a bundle: its format, session, runs and files."""
 
 CHECKPOINT_SUFFIX = ".safetensors"
+"""How every checkpoint file's name ends."""
 
 
 def sessions_dir(root: str | os.PathLike[str]) -> Path:
