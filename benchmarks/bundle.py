@@ -41,10 +41,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's onthefly, not whichever is installed
 
-from onthefly.store.bundle import export_session, import_bundle  # noqa: E402
+from onthefly.store.bundle.export import export_session  # noqa: E402
+from onthefly.store.bundle.import_ import import_bundle  # noqa: E402
+from onthefly.store.layout import catalog_path, samples_folder  # noqa: E402
 from onthefly.store.lifecycle import Store  # noqa: E402
-from onthefly.store.schema import SAMPLES_SCHEMA  # noqa: E402
-from onthefly.store.writer import PARQUET_OPTIONS, ROW_GROUP_ROWS  # noqa: E402
+from onthefly.store.shards.parts import PARQUET_OPTIONS, ROW_GROUP_ROWS  # noqa: E402
+from onthefly.store.shards.schema import SAMPLES_SCHEMA  # noqa: E402
 
 SHARD_ROWS = 1_000_000  # about 7 MB of Parquet a shard
 SHARD_SHARE = 0.6
@@ -70,7 +72,7 @@ def build_session(store: Store, megabytes: int) -> tuple[str, list[Path]]:
                 },
                 schema=SAMPLES_SCHEMA,
             )  # fmt: skip
-            rel = f"samples/{run.id}/train/e{epoch:06d}-s000001.parquet"
+            rel = (samples_folder(run.id, "train") / f"e{epoch:06d}-s000001.parquet").as_posix()
             (session.dir / rel).parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, session.dir / rel, row_group_size=ROW_GROUP_ROWS, **PARQUET_OPTIONS)
             size = (session.dir / rel).stat().st_size
@@ -90,7 +92,7 @@ def build_session(store: Store, megabytes: int) -> tuple[str, list[Path]]:
             session.checkpoints.save(run_id=run.id, step=i, epoch=i, reason="epoch", model=model, optimizer=optimizer)
         files = [session.dir / s.path for s in session.catalog.active_shards()]
         files += [session.dir / c.path for c in session.catalog.checkpoints()]
-        files.append(session.dir / "catalog.sqlite")
+        files.append(catalog_path(session.dir))
         return session.id, files
 
 

@@ -39,8 +39,8 @@ from safetensors.torch import save_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's onthefly, not whichever is installed
 
-from onthefly.store.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
-from onthefly.store.tree import flatten  # noqa: E402
+from onthefly.store.checkpoints.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
+from onthefly.store.checkpoints.tree import flatten  # noqa: E402
 
 
 def build_state(megabytes: int) -> tuple[dict, dict]:

@@ -39,7 +39,7 @@ def main() -> None:
     os.environ.setdefault("ONTHEFLY_HOME", tempfile.mkdtemp(prefix="otf-hooks-"))
 
     from onthefly.lightning import callback, loss
-    from onthefly.store import writer
+    from onthefly.store.shards import writer
     from onthefly.trainer import losses
 
     durations: dict[str, list[float]] = collections.defaultdict(list)

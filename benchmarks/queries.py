@@ -30,12 +30,13 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's onthefly, not whichever is installed
 
-from onthefly.store import query, reports  # noqa: E402
+from onthefly.store.layout import samples_folder  # noqa: E402
 from onthefly.store.lifecycle import Store  # noqa: E402
+from onthefly.store.read import query, reports  # noqa: E402
 from onthefly.store.records import EpochSummary  # noqa: E402
-from onthefly.store.schema import SAMPLES_SCHEMA  # noqa: E402
-from onthefly.store.summaries import summarize_losses  # noqa: E402
-from onthefly.store.writer import PARQUET_OPTIONS, ROW_GROUP_ROWS  # noqa: E402
+from onthefly.store.shards.parts import PARQUET_OPTIONS, ROW_GROUP_ROWS  # noqa: E402
+from onthefly.store.shards.schema import SAMPLES_SCHEMA  # noqa: E402
+from onthefly.store.shards.summaries import summarize_losses  # noqa: E402
 
 EPOCHS = 10
 BATCH = 256
@@ -83,7 +84,7 @@ def build_session(root: Path, rows: int) -> tuple[Path, str]:
                 },
                 schema=SAMPLES_SCHEMA,
             )  # fmt: skip
-            rel = f"samples/{run_id}/train/e{epoch:06d}-s000001.parquet"
+            rel = (samples_folder(run_id, "train") / f"e{epoch:06d}-s000001.parquet").as_posix()
             (session.dir / rel).parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, session.dir / rel, row_group_size=ROW_GROUP_ROWS, **PARQUET_OPTIONS)
             session.catalog.add_shard(

@@ -29,9 +29,11 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's onthefly, not whichever is installed
 
-from onthefly.store.catalog import Catalog  # noqa: E402
-from onthefly.store.schema import concat_sorted, samples_table  # noqa: E402
-from onthefly.store.writer import PARQUET_OPTIONS, ROW_GROUP_ROWS, ShardWriter  # noqa: E402
+from onthefly.store.catalog.catalog import Catalog  # noqa: E402
+from onthefly.store.layout import catalog_path  # noqa: E402
+from onthefly.store.shards.parts import PARQUET_OPTIONS, ROW_GROUP_ROWS  # noqa: E402
+from onthefly.store.shards.schema import concat_sorted, samples_table  # noqa: E402
+from onthefly.store.shards.writer import ShardWriter  # noqa: E402
 
 COPY_SORTED = (
     "COPY (SELECT * FROM read_parquet($files) ORDER BY sample_id, step) TO '{out}' "
@@ -59,7 +61,7 @@ def make_rows(n: int, *, dataset: int, seed: int = 0) -> dict[str, np.ndarray]:
 def open_session(root: Path, name: str) -> tuple[Path, Catalog, str]:
     session_dir = root / name
     session_dir.mkdir()
-    catalog = Catalog.open(session_dir / "catalog.sqlite")
+    catalog = Catalog.open(catalog_path(session_dir))
     catalog.init_session(name, "bench")
     return session_dir, catalog, catalog.add_run(name="bench").id
 

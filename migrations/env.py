@@ -2,7 +2,7 @@
 
 Two ways in:
 
-* programmatically (``onthefly.store.migrate``): the caller opens the
+* programmatically (``onthefly.store.catalog.migrate``): the caller opens the
   connection and passes it as ``config.attributes["connection"]``; the
   migrations run inside the caller's transaction;
 * the ``alembic`` command, pointed at a catalog either with
@@ -20,7 +20,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
-from onthefly.store.models import Base
+from onthefly.store.catalog.models import Base
 
 config = context.config
 target_metadata = Base.metadata

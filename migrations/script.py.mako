@@ -4,7 +4,7 @@ Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}
 Created: ${create_date}
 
-Every change of onthefly/store/models.py gets one revision like this one;
+Every change of onthefly/store/catalog/models.py gets one revision like this one;
 tests/store/test_migrations.py fails until the two agree.
 """
 

@@ -17,7 +17,7 @@ from .errors import OnTheFlyError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .lightning import attach_lightning
-    from .store.query import sql
+    from .store.read.query import sql
     from .trainer import Trainer
 
 __all__ = ["Trainer", "attach_lightning", "sql", "OnTheFlyError", "__version__"]
@@ -25,7 +25,7 @@ __all__ = ["Trainer", "attach_lightning", "sql", "OnTheFlyError", "__version__"]
 _LAZY = {
     "Trainer": ("onthefly.trainer", "Trainer"),
     "attach_lightning": ("onthefly.lightning", "attach_lightning"),
-    "sql": ("onthefly.store.query", "sql"),
+    "sql": ("onthefly.store.read.query", "sql"),
 }
 
 

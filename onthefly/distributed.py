@@ -10,7 +10,7 @@ The rules, in one place:
 - **Every rank writes its own rows.** Rank ``r > 0`` writes its per-sample
   Parquet shards under ``ranks/<r>/`` of the session folder, listed in a
   catalog of its own (:class:`RankStore`); readers list the shards of every
-  rank catalog next to the session's (see :mod:`onthefly.store.query`).
+  rank catalog next to the session's (see :mod:`onthefly.store.read.query`).
   :func:`distributed_loader` gives each rank a disjoint part of the data; the
   padding ``DistributedSampler`` adds to even out ranks is trained on but not
   recorded (:func:`recorded_count`), so the union holds each sample exactly
@@ -38,12 +38,12 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from .errors import ConfigError
-from .store.catalog import Catalog
-from .store.ranks import RANKS_DIR, rank_catalogs
+from .store.catalog.catalog import Catalog
+from .store.layout import catalog_path, rank_catalogs, rank_dir
 from .store.records import EpochSummary
-from .store.schema import SAMPLES_SCHEMA
-from .store.parts import pass_summary, read_parquet
-from .store.writer import ShardWriter
+from .store.shards.parts import pass_summary, read_parquet
+from .store.shards.schema import SAMPLES_SCHEMA
+from .store.shards.writer import ShardWriter
 
 __all__ = [
     "CHECKPOINT",
@@ -261,9 +261,9 @@ class RankStore:
     def __init__(self, session_dir: Path, *, session_id: str, project: str, rank: int) -> None:
         self.id = session_id
         self.session_dir = Path(session_dir)
-        self.dir = self.session_dir / RANKS_DIR / str(rank)
+        self.dir = rank_dir(self.session_dir, rank)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.catalog = Catalog.open(self.dir / "catalog.sqlite")
+        self.catalog = Catalog.open(catalog_path(self.dir))
         self.catalog.init_session(session_id, project, meta={"rank": rank})
         self.writer = ShardWriter(self.dir, self.catalog)
 

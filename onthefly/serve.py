@@ -27,9 +27,10 @@ from filelock import FileLock, Timeout
 
 from onthefly._version import __version__
 from onthefly.errors import OnTheFlyError, StoreError
-from onthefly.store.catalog import Catalog
-from onthefly.store.lifecycle import CATALOG, LOCK, Store
-from onthefly.store.operations import DataOperations
+from onthefly.store.catalog.catalog import Catalog
+from onthefly.store.layout import CATALOG, LOCK
+from onthefly.store.lifecycle import Store
+from onthefly.store.read.operations import DataOperations
 
 __all__ = ["ServedSession", "open_served", "serve"]
 
@@ -140,7 +141,7 @@ class ServedSession(DataOperations):
     # -- data: query, report, slice and export_slice come from DataOperations --------------
     def export(self, *, path: str) -> dict[str, Any]:
         """Write the session to a ``.zip`` bundle at ``path`` (``{path, bytes, session, runs, files}``)."""
-        from onthefly.store.bundle import export_session
+        from onthefly.store.bundle.export import export_session
 
         return export_session(self.dir, store=self.store, path=path)
 
@@ -164,7 +165,7 @@ class ServedSession(DataOperations):
         self.close()
 
     def _connection(self) -> Any:
-        from onthefly.store.query import connect, refresh
+        from onthefly.store.read.query import connect, refresh
 
         if self._closed:
             raise StoreError(f"served session {self.id} is closed: serve it again")
@@ -206,7 +207,7 @@ def open_served(target: str | os.PathLike[str] | None, *, store: Store) -> Serve
             raise StoreError(f"no session in the store root {store.root}: pass a bundle (FILE.zip) or train first")
         folder = Path(newest.dir)
     elif Path(target).suffix.lower() == ".zip":
-        from onthefly.store.bundle import import_bundle
+        from onthefly.store.bundle.import_ import import_bundle
 
         folder = Path(import_bundle(target, store=store).dir)
     elif Path(target).is_dir():

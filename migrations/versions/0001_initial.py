@@ -5,7 +5,7 @@ Revises:
 Created: the first release
 
 Tables: sessions, runs, run_edges, checkpoints, tests, slices, events, epochs
-and shards, as declared in onthefly/store/models.py.
+and shards, as declared in onthefly/store/catalog/models.py.
 """
 
 from __future__ import annotations

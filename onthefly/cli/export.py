@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from onthefly.errors import StoreError
-from onthefly.store.bundle import export_session
+from onthefly.store.bundle.export import export_session
 from onthefly.store.lifecycle import Store
 
 __all__ = ["add_export", "run_export", "human_bytes"]

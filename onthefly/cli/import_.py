@@ -7,7 +7,8 @@ import json
 import os
 from typing import Any, TextIO
 
-from onthefly.store.bundle import import_bundle, read_manifest
+from onthefly.cli.sessions import session_json
+from onthefly.store.bundle.import_ import import_bundle, read_manifest
 from onthefly.store.lifecycle import Store
 
 __all__ = ["add_import", "run_import"]
@@ -33,8 +34,6 @@ def add_import(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def run_import(args: argparse.Namespace, out: TextIO) -> int:
     from tqdm import tqdm
-
-    from onthefly.cli.main import session_json
 
     store = Store(args.home)
     manifest = read_manifest(args.bundle)

@@ -30,14 +30,12 @@ from onthefly.cli.export import add_export
 from onthefly.cli.import_ import add_import
 from onthefly.cli.report import add_report
 from onthefly.cli.serve import add_serve
-from onthefly.cli.sessions import add_pin, add_rm, add_unpin
+from onthefly.cli.sessions import add_ls, add_pin, add_rm, add_unpin
 from onthefly.cli.tables import render_table
 from onthefly.errors import ConfigError, OnTheFlyError
-from onthefly.store.lifecycle import Store
-from onthefly.store.query import json_rows, query_table
-from onthefly.store.query import sql as open_sql
-from onthefly.store.records import SessionEntry
-from onthefly.store.reports import write_rows
+from onthefly.store.read.exports import write_rows
+from onthefly.store.read.query import json_rows, query_table
+from onthefly.store.read.query import sql as open_sql
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -46,66 +44,6 @@ DEFAULT_SQL_LIMIT = 10_000
 
 AddCommand = Callable[[Any, argparse.ArgumentParser], None]
 """``add(subcommands, common)``: declare one subcommand; ``common`` holds --home and --debug."""
-
-
-# -- ls -------------------------------------------------------------------------
-
-
-def add_ls(commands: Any, common: argparse.ArgumentParser) -> None:
-    """``onthefly ls``: sessions of the store root, newest first, with their runs."""
-    parser = commands.add_parser(
-        "ls",
-        parents=[common],
-        help="list sessions and their runs, newest first",
-        description="List the sessions of the store root, newest first, with their runs.",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    parser.set_defaults(handler=run_ls)
-
-
-def run_ls(args: argparse.Namespace, out: TextIO) -> int:
-    store = Store(args.home)
-    entries = store.list_sessions()
-    if args.json:
-        json.dump([session_json(e) for e in entries], out, indent=2)
-        out.write("\n")
-        return 0
-    if not entries:
-        out.write(f"no sessions in {store.root}\n")
-        return 0
-    for entry in entries:
-        out.write(session_text(entry))
-    return 0
-
-
-def session_json(entry: SessionEntry) -> dict[str, Any]:
-    """A session entry as JSON: id, folder, flags, project and runs."""
-    return {
-        "id": entry.id,
-        "dir": str(entry.dir),
-        "created_at": entry.created_at,
-        "live": entry.live,
-        "pinned": entry.pinned,
-        "project": entry.project,
-        "error": entry.error,
-        "runs": [run.summary() for run in entry.runs],
-    }
-
-
-def session_text(entry: SessionEntry) -> str:
-    """A session entry as text: one line for the session, one per run under it."""
-    flags = [flag for flag, on in (("live", entry.live), ("pinned", entry.pinned)) if on]
-    head = f"{entry.id}  {entry.project or '?'}" + (f"  [{', '.join(flags)}]" if flags else "")
-    lines = [head]
-    if entry.error:
-        lines.append(f"  (catalog unreadable: {entry.error})")
-    elif not entry.runs:
-        lines.append("  (no runs)")
-    else:
-        width = max(len(run.name) for run in entry.runs)
-        for run in entry.runs:
-            lines.append(f"  {run.name.ljust(width)}  {run.kind:<8}  {run.status:<8}  {run.id}")
-    return "\n".join(lines) + "\n"
 
 
 # -- sql ------------------------------------------------------------------------

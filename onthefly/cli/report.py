@@ -1,6 +1,6 @@
 """``onthefly report``: the per-sample loss distribution of one pass, as text, HTML or PNG.
 
-The numbers come from :func:`onthefly.store.reports.report` (the epoch
+The numbers come from :func:`onthefly.store.read.reports.report` (the epoch
 summary and the hardest samples); the functions here only lay them out. The
 HTML page is self-contained: the histogram is inline SVG drawn from the
 summary's bin edges and counts, with no script and no external file.
@@ -18,8 +18,8 @@ from typing import Any, TextIO
 
 from onthefly.cli.tables import render_table
 from onthefly.errors import ConfigError
-from onthefly.store.query import sql as open_sql
-from onthefly.store.reports import report
+from onthefly.store.read.query import sql as open_sql
+from onthefly.store.read.reports import report
 
 __all__ = ["add_report", "run_report", "report_text", "report_html", "histogram_svg", "ascii_histogram", "merge_bins"]
 

@@ -1,13 +1,89 @@
-"""``onthefly rm``, ``pin`` and ``unpin``: keep or delete sessions of the store."""
+"""``onthefly ls``, ``rm``, ``pin`` and ``unpin``: list, keep or delete sessions of the store."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any, TextIO
 
 from onthefly.store.lifecycle import Store
+from onthefly.store.records import SessionEntry
 
-__all__ = ["add_rm", "add_pin", "add_unpin", "run_rm", "run_pin", "run_unpin"]
+__all__ = [
+    "add_ls",
+    "add_rm",
+    "add_pin",
+    "add_unpin",
+    "run_ls",
+    "run_rm",
+    "run_pin",
+    "run_unpin",
+    "session_json",
+    "session_text",
+]
+
+
+# -- ls -------------------------------------------------------------------------
+
+
+def add_ls(commands: Any, common: argparse.ArgumentParser) -> None:
+    """``onthefly ls``: sessions of the store root, newest first, with their runs."""
+    parser = commands.add_parser(
+        "ls",
+        parents=[common],
+        help="list sessions and their runs, newest first",
+        description="List the sessions of the store root, newest first, with their runs.",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.set_defaults(handler=run_ls)
+
+
+def run_ls(args: argparse.Namespace, out: TextIO) -> int:
+    store = Store(args.home)
+    entries = store.list_sessions()
+    if args.json:
+        json.dump([session_json(e) for e in entries], out, indent=2)
+        out.write("\n")
+        return 0
+    if not entries:
+        out.write(f"no sessions in {store.root}\n")
+        return 0
+    for entry in entries:
+        out.write(session_text(entry))
+    return 0
+
+
+def session_json(entry: SessionEntry) -> dict[str, Any]:
+    """A session entry as JSON: id, folder, flags, project and runs."""
+    return {
+        "id": entry.id,
+        "dir": str(entry.dir),
+        "created_at": entry.created_at,
+        "live": entry.live,
+        "pinned": entry.pinned,
+        "project": entry.project,
+        "error": entry.error,
+        "runs": [run.summary() for run in entry.runs],
+    }
+
+
+def session_text(entry: SessionEntry) -> str:
+    """A session entry as text: one line for the session, one per run under it."""
+    flags = [flag for flag, on in (("live", entry.live), ("pinned", entry.pinned)) if on]
+    head = f"{entry.id}  {entry.project or '?'}" + (f"  [{', '.join(flags)}]" if flags else "")
+    lines = [head]
+    if entry.error:
+        lines.append(f"  (catalog unreadable: {entry.error})")
+    elif not entry.runs:
+        lines.append("  (no runs)")
+    else:
+        width = max(len(run.name) for run in entry.runs)
+        for run in entry.runs:
+            lines.append(f"  {run.name.ljust(width)}  {run.kind:<8}  {run.status:<8}  {run.id}")
+    return "\n".join(lines) + "\n"
+
+
+# -- rm, pin, unpin ---------------------------------------------------------------
 
 
 def add_rm(commands: Any, common: argparse.ArgumentParser) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..store.checkpoints import CheckpointData
+from ..store.checkpoints.checkpoints import CheckpointData
 
 __all__ = ["CAPTURE_PATH", "RESUME_PATH", "StoreCheckpointIO", "from_store", "storable", "to_store"]
 

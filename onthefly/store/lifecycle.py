@@ -27,12 +27,13 @@ from filelock import FileLock, Timeout
 
 from onthefly.errors import ConfigError, MissingFileError, OnTheFlyError, StoreError
 from onthefly.paths import resolve_home
-from onthefly.store.catalog import Catalog
+from onthefly.store.catalog.catalog import Catalog
+from onthefly.store.layout import CATALOG, LOCK, MARKER, PINNED, sessions_dir
 from onthefly.store.records import SessionEntry
 
 if TYPE_CHECKING:
-    from onthefly.store.checkpoints import CheckpointStore
-    from onthefly.store.writer import ShardWriter
+    from onthefly.store.checkpoints.checkpoints import CheckpointStore
+    from onthefly.store.shards.writer import ShardWriter
 
 __all__ = ["SESSION_ID_RE", "new_session_id", "removable", "Store", "SessionStore"]
 
@@ -41,11 +42,6 @@ log = logging.getLogger(__name__)
 SESSION_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 """``YYYYmmdd-HHMMSS-xxxxxx``: UTC creation time and 6 random hex digits."""
 
-SESSIONS_DIRNAME = "sessions"
-MARKER = "SESSION"
-LOCK = "LOCK"
-PINNED = "PINNED"
-CATALOG = "catalog.sqlite"
 
 
 def new_session_id() -> str:
@@ -143,7 +139,7 @@ class Store:
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = resolve_home(root)
-        self.sessions_dir = self.root / SESSIONS_DIRNAME
+        self.sessions_dir = sessions_dir(self.root)
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
@@ -440,7 +436,7 @@ class SessionStore:
         with self._guard:
             self._require_open()
             if self._writer is None:
-                from onthefly.store.writer import ShardWriter
+                from onthefly.store.shards.writer import ShardWriter
 
                 self._writer = ShardWriter(self.dir, self.catalog)
             return self._writer
@@ -460,7 +456,7 @@ class SessionStore:
         with self._guard:
             self._require_open()
             if self._checkpoints is None:
-                from onthefly.store.checkpoints import CheckpointStore
+                from onthefly.store.checkpoints.checkpoints import CheckpointStore
 
                 self._checkpoints = CheckpointStore(self.dir, self.catalog)
             return self._checkpoints

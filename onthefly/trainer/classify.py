@@ -19,7 +19,7 @@ the training loop calls it once on the first batch, then passes ``kind=`` on
 every step so that :func:`classification_fields` never syncs.
 
 The fields are returned as numpy arrays, ready for the writer. On the CPU
-the scores are reduced in numpy (:func:`onthefly.store.scores.top_two`); on
+the scores are reduced in numpy (:func:`onthefly.store.shards.scores.top_two`); on
 an accelerator, on the device. The training loops hand the writer the scores
 themselves instead when :func:`scores_deferred` says so (CPU scores with few
 classes): once a step, after the model's kernels, even this small work starts
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from onthefly.errors import ConfigError
-from onthefly.store.scores import top_two
+from onthefly.store.shards.scores import top_two
 
 __all__ = [
     "ClassificationKind", "DEFERRED_MAX_CLASSES", "classification_kind", "classification_fields", "scores_deferred",

@@ -20,8 +20,9 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, OnTheFlyError
-from ..store.catalog import Catalog
-from ..store.checkpoints import CheckpointData, load_checkpoint
+from ..store.catalog.catalog import Catalog
+from ..store.checkpoints.checkpoints import CheckpointData, load_checkpoint
+from ..store.layout import catalog_path
 from ..store.lifecycle import Store
 
 __all__ = ["ResumePoint", "locate_checkpoint", "apply_checkpoint", "bundle_reference"]
@@ -79,12 +80,12 @@ def bundle_reference(ref: str) -> tuple[str, str | None] | None:
 
 
 def _from_bundle(bundle: str, run_ref: str | None, store: Store) -> ResumePoint:
-    from ..store.bundle import import_bundle
+    from ..store.bundle.import_ import import_bundle
 
     entry = import_bundle(bundle, store=store)
     if run_ref is not None:
         return _by_run(entry.id, run_ref, store)
-    with Catalog.open(entry.dir / "catalog.sqlite", readonly=True) as catalog:
+    with Catalog.open(catalog_path(entry.dir), readonly=True) as catalog:
         with_checkpoint = [run for run in catalog.runs() if catalog.latest_checkpoint(run.id) is not None]
         if not with_checkpoint:
             raise ConfigError(
@@ -112,7 +113,7 @@ def _by_checkpoint_id(checkpoint_id: str, store: Store) -> ResumePoint:
         if entry.error:
             continue
         try:
-            with Catalog.open(entry.dir / "catalog.sqlite", readonly=True) as catalog:
+            with Catalog.open(catalog_path(entry.dir), readonly=True) as catalog:
                 ids = {c.id for c in catalog.checkpoints()}
                 if checkpoint_id in ids:
                     return _read(catalog, entry.dir, checkpoint_id, entry.id)
@@ -126,7 +127,7 @@ def _by_checkpoint_id(checkpoint_id: str, store: Store) -> ResumePoint:
 
 def _by_run(session_id: str, run_ref: str, store: Store) -> ResumePoint:
     session_dir = store.session_dir(session_id)
-    with Catalog.open(session_dir / "catalog.sqlite", readonly=True) as catalog:
+    with Catalog.open(catalog_path(session_dir), readonly=True) as catalog:
         runs = catalog.runs()
         matches = [r for r in runs if r.id == run_ref] or [r for r in runs if r.name == run_ref]
         if not matches:

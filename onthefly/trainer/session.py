@@ -14,7 +14,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, OnTheFlyError
-from ..store.operations import DataOperations
+from ..store.read.operations import DataOperations
 
 if TYPE_CHECKING:  # pragma: no cover
     from .trainer import Trainer
@@ -87,7 +87,7 @@ class SessionHandle(DataOperations):
         staging step (hard links), and the zip is written on the calling
         thread. Returns ``{path, bytes, session, runs, files}``.
         """
-        from ..store.bundle import snapshot_session, write_bundle
+        from ..store.bundle.export import snapshot_session, write_bundle
 
         t = self._trainer
         checkpoint = (lambda: t._save_checkpoint("export")) if t._fitting and t._position().run_id else None
@@ -108,7 +108,7 @@ class SessionHandle(DataOperations):
         return self._trainer._require_store().catalog
 
     def _connection(self):
-        from ..store.query import connect, refresh
+        from ..store.read.query import connect, refresh
 
         store = self._trainer._require_store()
         self._trainer._release_rows()

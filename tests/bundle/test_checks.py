@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from onthefly.store.bundle_checks import (
+from onthefly.store.bundle.checks import (
     FORMAT,
     SMALL_FILE,
     Limits,

@@ -18,12 +18,13 @@ from torch import nn
 
 from onthefly import Trainer
 from onthefly.errors import BundleError, ConfigError, CorruptFileError
-from onthefly.store.bundle_checks import SMALL_FILE
-from onthefly.store.bundle import export_session, import_bundle, read_manifest, stage_session, write_bundle
-from onthefly.store.catalog import Catalog
-from onthefly.store.checkpoints import load_checkpoint
+from onthefly.store.bundle.checks import SMALL_FILE
+from onthefly.store.bundle.export import export_session, stage_session, write_bundle
+from onthefly.store.bundle.import_ import import_bundle, read_manifest
+from onthefly.store.catalog.catalog import Catalog
+from onthefly.store.checkpoints.checkpoints import load_checkpoint
 from onthefly.store.lifecycle import Store
-from onthefly.store.query import connect
+from onthefly.store.read.query import connect
 from tests.trainer.fixtures import build, loaders
 
 pytestmark = pytest.mark.timeout(120)

@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from onthefly.errors import BundleError, ConfigError
-from onthefly.store.bundle import export_session, import_bundle, read_manifest
-from onthefly.store.bundle_checks import Limits
-from onthefly.store.catalog import Catalog
+from onthefly.store.bundle.export import export_session
+from onthefly.store.bundle.import_ import import_bundle, read_manifest
+from onthefly.store.bundle.checks import Limits
+from onthefly.store.catalog.catalog import Catalog
 from onthefly.store.lifecycle import Store
-from onthefly.store.query import connect
+from onthefly.store.read.query import connect
 from tests.bundle.test_export import fill_session, tree
 
 pytestmark = pytest.mark.timeout(120)

@@ -9,9 +9,10 @@ import pytest
 
 from onthefly.distributed import RankStore
 from onthefly.errors import BundleError
-from onthefly.store.bundle import export_session, import_bundle, read_manifest
+from onthefly.store.bundle.export import export_session
+from onthefly.store.bundle.import_ import import_bundle, read_manifest
 from onthefly.store.lifecycle import Store
-from onthefly.store.query import connect
+from onthefly.store.read.query import connect
 from tests.bundle.test_export import fill_session, tree
 from tests.bundle.test_import import rewrite
 

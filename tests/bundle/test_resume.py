@@ -13,11 +13,11 @@ from torch import nn
 
 from onthefly import Trainer
 from onthefly.errors import ConfigError
-from onthefly.store.bundle import import_bundle, read_manifest
-from onthefly.store.catalog import Catalog
+from onthefly.store.bundle.import_ import import_bundle, read_manifest
+from onthefly.store.catalog.catalog import Catalog
 from onthefly.store.lifecycle import Store
-from onthefly.store.query import sql
-from onthefly.store.reports import report
+from onthefly.store.read.query import sql
+from onthefly.store.read.reports import report
 from onthefly.trainer.resume import bundle_reference, locate_checkpoint
 from tests.trainer.fixtures import assert_bitwise_equal, build, loaders
 
@@ -114,7 +114,7 @@ def test_bundle_references_split_into_file_and_run():
 
 
 def test_a_bundle_without_checkpoints_cannot_be_resumed(tmp_path):
-    from onthefly.store.bundle import export_session
+    from onthefly.store.bundle.export import export_session
 
     store = Store(tmp_path / "s")
     with store.open_session("empty", cleanup=False) as session:

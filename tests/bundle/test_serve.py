@@ -10,7 +10,8 @@ import pytest
 from onthefly.protocol import codec, spec
 from onthefly.errors import StoreError
 from onthefly.serve import ServedSession, open_served, serve
-from onthefly.store.bundle import export_session, import_bundle, read_manifest
+from onthefly.store.bundle.export import export_session
+from onthefly.store.bundle.import_ import import_bundle, read_manifest
 from onthefly.store.lifecycle import Store
 from tests.bundle.test_export import fill_session
 from tests.link.dashboard import RpcError, dash, link_env  # noqa: F401  (fixtures)

@@ -10,7 +10,7 @@ import zlib
 
 import pytest
 
-from onthefly.store.bundle_zip import ZipWriter
+from onthefly.store.bundle.zip_writer import ZipWriter
 
 ENTRIES = {
     "catalog.sqlite": (bytes(5000) + b"sqlite" * 100, True),

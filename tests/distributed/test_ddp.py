@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 import onthefly
-from onthefly.store.catalog import Catalog
-from onthefly.store.checkpoints import load_checkpoint
+from onthefly.store.catalog.catalog import Catalog
+from onthefly.store.checkpoints.checkpoints import load_checkpoint
 
 CHILD = Path(__file__).with_name("ddp_child.py")
 

@@ -20,7 +20,7 @@ from lit_models import trainer as make_trainer
 import onthefly
 from onthefly import attach_lightning
 from onthefly.lightning.loaders import TrainBatches, track
-from onthefly.store.checkpoints import load_checkpoint
+from onthefly.store.checkpoints.checkpoints import load_checkpoint
 
 CHILD = Path(__file__).with_name("lit_ddp_child.py")
 ROOT = Path(__file__).resolve().parents[2]

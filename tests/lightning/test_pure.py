@@ -9,7 +9,7 @@ import torch
 
 from onthefly.lightning.checkpoint import from_store, storable, to_store
 from onthefly.lightning.metrics import logged_values, step_loss, step_rows
-from onthefly.store.checkpoints import CheckpointData
+from onthefly.store.checkpoints.checkpoints import CheckpointData
 
 
 def test_logged_values_keep_the_stage_own_scalars_only():

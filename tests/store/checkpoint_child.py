@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from onthefly.store.catalog import Catalog
-from onthefly.store.checkpoints import CheckpointStore
+from onthefly.store.catalog.catalog import Catalog
+from onthefly.store.checkpoints.checkpoints import CheckpointStore
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from onthefly.store.records import ShardInfo
-from onthefly.store.schema import SAMPLES_SCHEMA
+from onthefly.store.shards.schema import SAMPLES_SCHEMA
 
 
 def write_samples(

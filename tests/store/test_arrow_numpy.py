@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onthefly.store.arrow_numpy import (
+from onthefly.store.shards.arrow_numpy import (
     FIXED_WIDTH,
     from_numpy,
     from_values,
@@ -96,7 +96,7 @@ def test_every_fixed_width_type_round_trips() -> None:
 def test_none_of_it_imports_pandas() -> None:
     code = (
         "import sys, numpy as np, pyarrow as pa\n"
-        "from onthefly.store import arrow_numpy as an\n"
+        "from onthefly.store.shards import arrow_numpy as an\n"
         "a = an.from_numpy(np.arange(5), pa.int64(), np.arange(5) % 2 == 0)\n"
         "an.take(pa.chunked_array([a, a]), np.arange(10)[::-1]); an.values_and_mask(a)\n"
         "an.from_values([1.0, None], pa.float32()); an.repeated_string('r', 4)\n"

@@ -16,7 +16,8 @@ import pytest
 
 from onthefly._version import __version__
 from onthefly.errors import ConfigError, StoreError
-from onthefly.store.catalog import ARROW_TABLES, Catalog
+from onthefly.store.catalog.arrow import ARROW_TABLES
+from onthefly.store.catalog.catalog import Catalog
 
 from onthefly.store.records import CheckpointInfo, EpochSummary
 

@@ -25,14 +25,9 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 
 from onthefly.errors import ChecksumError, ConfigError, CorruptFileError, MissingFileError
-from onthefly.store.checkpoints import (
-    PARTIAL_SUFFIX,
-    CheckpointData,
-    CheckpointStore,
-    load_checkpoint,
-    save_checkpoint,
-)
-from onthefly.store.tree import flatten, unflatten
+from onthefly.store.checkpoints.safetensors_file import PARTIAL_SUFFIX
+from onthefly.store.checkpoints.checkpoints import CheckpointData, CheckpointStore, load_checkpoint, save_checkpoint
+from onthefly.store.checkpoints.tree import flatten, unflatten
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -378,7 +373,7 @@ def test_header_length_beyond_the_file_is_corrupt(saved):
 
 @pytest.fixture
 def session(tmp_path):
-    from onthefly.store.catalog import Catalog
+    from onthefly.store.catalog.catalog import Catalog
 
     session_dir = tmp_path / "sessions" / "s1"
     session_dir.mkdir(parents=True)
@@ -508,7 +503,7 @@ def _partials(session_dir: Path) -> list[Path]:
 
 @pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs POSIX job-control signals to catch a save midway")
 def test_a_kill_during_a_save_leaves_the_previous_checkpoint_intact(tmp_path):
-    from onthefly.store.catalog import Catalog
+    from onthefly.store.catalog.catalog import Catalog
 
     session_dir = tmp_path / "s-kill"
     session_dir.mkdir()

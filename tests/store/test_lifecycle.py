@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from onthefly.errors import ConfigError, MissingFileError, StoreError
-from onthefly.store.catalog import Catalog
+from onthefly.store.catalog.catalog import Catalog
 from onthefly.store.lifecycle import SESSION_ID_RE, SessionStore, Store, new_session_id, removable
 
 

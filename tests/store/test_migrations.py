@@ -16,10 +16,11 @@ from alembic.runtime.migration import MigrationContext
 from filelock import FileLock
 
 from onthefly.errors import CorruptFileError, MissingFileError, SchemaError
-from onthefly.store import migrate
-from onthefly.store.catalog import Catalog
-from onthefly.store.catalog_records import TABLES
-from onthefly.store.models import Base
+from onthefly.store.catalog import migrate
+from onthefly.store.catalog.catalog import Catalog
+from onthefly.store.catalog.models import Base
+from onthefly.store.catalog.rows import TABLES
+from onthefly.store.layout import migrate_lock_path
 
 CATALOG_TABLES = {
     "sessions", "runs", "run_edges", "checkpoints", "tests", "slices", "events", "epochs", "shards",
@@ -136,8 +137,8 @@ _OPEN_CHILD = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from onthefly.store import migrate
-    from onthefly.store.catalog import Catalog
+    from onthefly.store.catalog import migrate
+    from onthefly.store.catalog.catalog import Catalog
 
     print("opening", flush=True)
     with Catalog.open(Path(sys.argv[1])) as catalog:
@@ -157,7 +158,7 @@ def _start_opener(db: Path) -> subprocess.Popen:
 @pytest.mark.slow
 def test_a_second_process_waits_for_a_migration_in_progress(db: Path) -> None:
     db.parent.mkdir(parents=True)
-    lock = FileLock(str(db) + migrate.LOCK_SUFFIX)
+    lock = FileLock(migrate_lock_path(db))
     with lock:  # as if another process were migrating right now
         child = _start_opener(db)
         try:
@@ -254,7 +255,7 @@ def test_the_saved_head_schema_is_what_the_migrations_create(tmp_path: Path) -> 
     written = migrate.write_head_schema(tmp_path / "fresh.sql")
     shipped = Path(migrate._head_schema_path())
     assert shipped.read_text() == written.read_text(), (
-        "migrations/schema_head.sql is stale: rewrite it with `python -m onthefly.store.migrate`"
+        "migrations/schema_head.sql is stale: rewrite it with `python -m onthefly.store.catalog.migrate`"
     )
 
 
@@ -286,7 +287,7 @@ def test_opening_a_new_or_current_catalog_imports_neither_alembic_nor_sqlalchemy
         f"""
         import sys
         from pathlib import Path
-        from onthefly.store.catalog import Catalog
+        from onthefly.store.catalog.catalog import Catalog
         path = Path({str(tmp_path / "c.sqlite")!r})
         Catalog.open(path).close()
         Catalog.open(path).close()

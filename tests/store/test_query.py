@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from onthefly.errors import ConfigError, CorruptFileError, MissingFileError, QueryError, StoreError
-from onthefly.store import query
+from onthefly.store.read import query
 from onthefly.store.lifecycle import Store
 from onthefly.store.records import EpochSummary
-from onthefly.store.schema import SAMPLES_SCHEMA, STEPS_SCHEMA
+from onthefly.store.shards.schema import SAMPLES_SCHEMA, STEPS_SCHEMA
 from tests.store.shards import write_samples
 
 pytestmark = pytest.mark.timeout(60)

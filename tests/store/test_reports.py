@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from onthefly.errors import ConfigError, QueryError, StoreError
-from onthefly.store import query, reports
 from onthefly.store.lifecycle import Store
+from onthefly.store.read import query, reports
 from onthefly.store.records import EpochSummary
 from tests.store.shards import write_samples
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from onthefly.errors import ConfigError
-from onthefly.store.summaries import accuracy, summarize_losses
+from onthefly.store.shards.summaries import accuracy, summarize_losses
 
 
 def test_summary_of_known_values_has_exact_statistics():

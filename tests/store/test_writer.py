@@ -16,10 +16,11 @@ import pytest
 import torch
 
 from onthefly.errors import ConfigError, CorruptFileError, StoreError
-from onthefly.store.catalog import Catalog
-from onthefly.store.schema import SAMPLES_SCHEMA, stable_order
-from onthefly.store.summaries import summarize_losses
-from onthefly.store.writer import MAX_LIVE_PARTS, ROW_GROUP_ROWS, ShardWriter, plan_merge
+from onthefly.store.catalog.catalog import Catalog
+from onthefly.store.shards.schema import SAMPLES_SCHEMA, stable_order
+from onthefly.store.shards.summaries import summarize_losses
+from onthefly.store.shards.parts import MAX_LIVE_PARTS, ROW_GROUP_ROWS, plan_merge
+from onthefly.store.shards.writer import ShardWriter
 
 CHILD = Path(__file__).with_name("writer_child.py")
 REPO = Path(__file__).resolve().parents[2]
@@ -431,7 +432,7 @@ def test_a_reader_querying_while_the_writer_appends_and_compacts_never_fails(ses
 
 
 def test_scores_become_pred_correct_and_margin_on_the_writers_thread(session):
-    from onthefly.store.scores import fields_from_scores
+    from onthefly.store.shards.scores import fields_from_scores
 
     session_dir, catalog, run = session
     rng = np.random.default_rng(0)

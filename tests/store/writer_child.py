@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from onthefly.store.catalog import Catalog
-from onthefly.store.writer import ShardWriter
+from onthefly.store.catalog.catalog import Catalog
+from onthefly.store.shards.writer import ShardWriter
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -93,7 +93,7 @@ def test_a_run_resumed_from_a_checkpoint_in_a_new_process_matches_bitwise(tmp_pa
 
 
 def test_an_epoch_checkpoint_written_while_training_goes_on_holds_that_epochs_state(monkeypatch):
-    from onthefly.store.checkpoints import CheckpointStore, load_checkpoint
+    from onthefly.store.checkpoints.checkpoints import CheckpointStore, load_checkpoint
 
     after_one_epoch, _ = train(max_epochs=1)
     real_commit = CheckpointStore._commit

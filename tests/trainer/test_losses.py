@@ -370,7 +370,7 @@ def test_the_host_and_device_margin_paths_agree() -> None:
 
 
 def test_cpu_scores_with_few_classes_go_to_the_writer_which_derives_the_same_fields() -> None:
-    from onthefly.store.scores import fields_from_scores
+    from onthefly.store.shards.scores import fields_from_scores
     from onthefly.trainer.classify import DEFERRED_MAX_CLASSES, scores_deferred
 
     logits = torch.randn(6, 4, requires_grad=True)

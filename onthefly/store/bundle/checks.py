@@ -3,8 +3,8 @@
 Everything here is a pure function of names, numbers and parsed JSON: which
 zip entry names are acceptable, which entry modes, which sizes and ratios,
 whether a manifest is well formed and of a format this version reads, and
-whether a file is worth deflating. :mod:`onthefly.store.bundle` and
-:mod:`onthefly.store.bundle_import` call them and do the I/O.
+whether a file is worth deflating. :mod:`onthefly.store.bundle.export` and
+:mod:`onthefly.store.bundle.import_` call them and do the I/O.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from onthefly.store.layout import CATALOG, MANIFEST, RANKS_DIR
+
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
-    "MANIFEST",
-    "CATALOG",
     "FILE_KINDS",
     "Limits",
     "DEFAULT_LIMITS",
@@ -31,7 +31,6 @@ __all__ = [
     "manifest_problems",
     "kind_of",
     "split_rank",
-    "RANKS",
     "choose_compression",
     "sample_offsets",
     "duplicate_runs",
@@ -43,10 +42,6 @@ FORMAT = "onthefly.bundle"
 FORMAT_VERSION = 1
 """The bundle layout this version writes, and the newest it reads."""
 
-MANIFEST = "manifest.json"
-CATALOG = "catalog.sqlite"
-RANKS = "ranks"
-"""Folder of the other ranks of a multi-process session: ``ranks/<r>/`` holds a catalog and shards."""
 
 FILE_KINDS = {"catalog": ".sqlite", "samples": ".parquet", "steps": ".parquet", "checkpoints": ".safetensors"}
 """The kinds of file a bundle holds, and the suffix each must have."""
@@ -139,8 +134,8 @@ def name_problem(name: str) -> str | None:
     if name == MANIFEST:
         return None
     rank, rest = split_rank(name)
-    if parts[0] == RANKS and rank is None:
-        return f"is under {RANKS}/ but not in a rank folder ({RANKS}/<r>/ with r from 1)"
+    if parts[0] == RANKS_DIR and rank is None:
+        return f"is under {RANKS_DIR}/ but not in a rank folder ({RANKS_DIR}/<r>/ with r from 1)"
     if rest == CATALOG:
         return None
     kind = rest.split("/", 1)[0]
@@ -164,7 +159,7 @@ def split_rank(path: str) -> tuple[int | None, str]:
         ((3, 'samples/r/train/a.parquet'), (None, 'catalog.sqlite'))
     """
     parts = path.split("/", 2)
-    if len(parts) == 3 and parts[0] == RANKS and _RANK.fullmatch(parts[1]):
+    if len(parts) == 3 and parts[0] == RANKS_DIR and _RANK.fullmatch(parts[1]):
         return int(parts[1]), parts[2]
     return None, path
 
@@ -273,7 +268,7 @@ def format_verdict(manifest: Mapping[str, Any]) -> str:
 def manifest_problems(manifest: Any) -> list[str]:
     """The structural problems of a version-1 manifest (empty when it is well formed).
 
-    Checks the members :func:`onthefly.store.bundle.build_manifest` writes:
+    Checks the members :func:`onthefly.store.bundle.export.build_manifest` writes:
     a session with an id and project, runs with ids, and files with a path
     the layout accepts, a size and a sha256, each path once, the catalog
     among them.

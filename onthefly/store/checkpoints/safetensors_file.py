@@ -1,7 +1,7 @@
 """The checkpoint file: one safetensors file, written atomically, read and verified.
 
-This is the byte layer under :mod:`onthefly.store.checkpoints`, which turns
-training state into tensors and a JSON skeleton (see :mod:`onthefly.store.tree`)
+This is the byte layer under :mod:`onthefly.store.checkpoints.checkpoints`, which turns
+training state into tensors and a JSON skeleton (see :mod:`onthefly.store.checkpoints.tree`)
 and back. Here the tensors are laid out as a safetensors file whose metadata
 carries the format tag, the format version and the skeleton. The file is
 written to a temporary name in the same folder, fsynced, renamed over the
@@ -82,7 +82,7 @@ def checkpoint_chunks(*, skeleton: Any, tensors: Mapping[str, torch.Tensor], cop
     referenced as they are.
 
     Args:
-        skeleton: the JSON skeleton of the state (see :func:`onthefly.store.tree.flatten`).
+        skeleton: the JSON skeleton of the state (see :func:`onthefly.store.checkpoints.tree.flatten`).
         tensors: the tensors the skeleton refers to, by key.
         copy: copy every tensor (see above).
 

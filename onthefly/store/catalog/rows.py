@@ -2,7 +2,7 @@
 checks and conversions of values on their way in, and the ORM rows turned
 into the plain records of ``onthefly.store.records`` on their way out.
 
-Pure functions, no connection: :class:`onthefly.store.catalog.Catalog` calls
+Pure functions, no connection: :class:`onthefly.store.catalog.catalog.Catalog` calls
 them inside its managed sessions. Like the ORM classes, this module stays
 inside ``onthefly.store``.
 """
@@ -57,7 +57,7 @@ __all__ = [
     "event_values",
 ]
 
-# The catalog's tables, as the models (onthefly.store.models) and the
+# The catalog's tables, as the models (onthefly.store.catalog.models) and the
 # migrations define them; a test checks the two agree.
 TABLES = ("sessions", "runs", "run_edges", "checkpoints", "tests", "slices", "events", "epochs", "shards")
 

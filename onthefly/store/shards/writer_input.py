@@ -3,7 +3,7 @@
 Cheap checks that turn a wrong argument into one clear ConfigError before
 anything is queued: names that become folder names, 1-D per-sample columns
 (numpy arrays, CPU tensors or sequences), class scores and step-metric rows.
-Pure functions; :class:`onthefly.store.writer.ShardWriter` calls them.
+Pure functions; :class:`onthefly.store.shards.writer.ShardWriter` calls them.
 """
 
 from __future__ import annotations

@@ -5,13 +5,13 @@ A writable ``Catalog`` is the session's only writer: exactly one connection,
 shared by the training thread and the shard-writer thread behind one
 re-entrant lock. Every other process opens the file read-only.
 
-The schema is the models' (:mod:`onthefly.store.models`) as Alembic's
+The schema is the models' (:mod:`onthefly.store.catalog.models`) as Alembic's
 migrations create it; this module reads and writes it through the standard
 library's ``sqlite3`` with plain SQL, so a training process never imports
 SQLAlchemy (its import and its objects cost a short run about half a second).
 Rows never leave this module and its two helpers
-(:mod:`onthefly.store.catalog_records` turns them into records,
-:mod:`onthefly.store.catalog_arrow` into Arrow tables); callers get the
+(:mod:`onthefly.store.catalog.rows` turns them into records,
+:mod:`onthefly.store.catalog.arrow` into Arrow tables); callers get the
 dataclasses of ``onthefly.store.records``.
 """
 
@@ -30,11 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 from onthefly._version import __version__
 from onthefly.errors import ConfigError, MissingFileError, StoreError
-from onthefly.store import migrate
-from onthefly.store.catalog_arrow import ARROW_TABLES, arrow_select, arrow_table, source_table
-from onthefly.store.catalog_records import (
+from onthefly.store.catalog import migrate
+from onthefly.store.catalog.arrow import (
+    arrow_select,
+    arrow_table,
+    source_table,
+)
+from onthefly.store.catalog.rows import (
     EDGE_ROLES,
-    EVENT_LEVELS,
     RUN_KINDS,
     RUN_STATUSES,
     SESSION_ORIGINS,
@@ -69,7 +72,7 @@ from onthefly.store.records import (
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["Catalog", "RUN_KINDS", "RUN_STATUSES", "EDGE_ROLES", "EVENT_LEVELS", "ARROW_TABLES"]
+__all__ = ["Catalog"]
 
 _PRAGMAS_WRITABLE = (
     "PRAGMA journal_mode=WAL",

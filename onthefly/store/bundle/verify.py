@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from onthefly.errors import BundleError, OnTheFlyError, SchemaError
-from onthefly.store import migrate
-from onthefly.store.bundle_checks import CATALOG, RANKS, kind_of, split_rank
-from onthefly.store.catalog import Catalog
-from onthefly.store.catalog_records import TABLES
+from onthefly.store.bundle.checks import kind_of, split_rank
+from onthefly.store.catalog import migrate
+from onthefly.store.catalog.catalog import Catalog
+from onthefly.store.catalog.rows import TABLES
+from onthefly.store.layout import CATALOG, RANKS_DIR, migrate_lock_path
 
 __all__ = ["Member", "refusal", "check_files", "check_catalog", "catalog_paths"]
 
@@ -121,12 +122,12 @@ def check_catalog(scratch: Path, manifest: dict[str, Any], members: list[Member]
     by_rank: dict[int | None, set[str]] = {}
     for member in members:
         by_rank.setdefault(member.rank, set()).add(member.path)
-    problems = [f"it holds files of rank {r} without {RANKS}/{r}/{CATALOG}" for r in sorted(r for r in by_rank if r)
-                if f"{RANKS}/{r}/{CATALOG}" not in by_rank[r]]  # fmt: skip
+    problems = [f"it holds files of rank {r} without {RANKS_DIR}/{r}/{CATALOG}" for r in sorted(r for r in by_rank if r)
+                if f"{RANKS_DIR}/{r}/{CATALOG}" not in by_rank[r]]  # fmt: skip
     run_ids: set[str] = set()
     for name in catalog_paths(members):
         rank, _ = split_rank(name)
-        prefix = "" if rank is None else f"{RANKS}/{rank}/"
+        prefix = "" if rank is None else f"{RANKS_DIR}/{rank}/"
         session, runs, shards, checkpoints = _read_catalog(scratch / name, name, bundle)
         if session is None or session.id != session_id:
             owner = session.id if session else None
@@ -172,7 +173,7 @@ def _read_catalog(path: Path, name: str, bundle: Path) -> tuple[Any, list[Any], 
         except SchemaError as newer:
             raise BundleError(f"bundle {bundle}: {newer}") from newer
         finally:
-            Path(str(path) + migrate.LOCK_SUFFIX).unlink(missing_ok=True)
+            Path(migrate_lock_path(path)).unlink(missing_ok=True)
     try:
         with Catalog.open(path, readonly=True) as catalog:
             return catalog.session(), catalog.runs(), catalog.active_shards(), catalog.checkpoints()

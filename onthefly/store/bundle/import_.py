@@ -3,12 +3,12 @@
 Before a byte is written: every entry name must be a relative path of the
 bundle layout (no ``..``, absolute path, drive letter or backslash), every
 entry a regular file (no link, folder or device), no name twice, sizes and
-compression ratios under :class:`~onthefly.store.bundle_checks.Limits`, and
+compression ratios under :class:`~onthefly.store.bundle.checks.Limits`, and
 the manifest of a format this version reads, listing exactly the files the zip
 holds. Then the files are extracted into a scratch folder under the store
 root, each one's size and sha256 checked against the manifest as it streams,
 and checkpoints, shards and the catalog are checked from the inside
-(:mod:`onthefly.store.bundle_verify`). Only then is the folder renamed into
+(:mod:`onthefly.store.bundle.verify`). Only then is the folder renamed into
 ``sessions/<id>``: a failed import leaves the store as it was.
 
 Nothing is unpickled: the catalog is SQLite, shards Parquet, checkpoints
@@ -33,11 +33,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from onthefly.errors import BundleError, ConfigError, OnTheFlyError, StoreError
-from onthefly.store.bundle_checks import (
-    CATALOG,
+from onthefly.store.bundle.checks import (
     DEFAULT_LIMITS,
     FORMAT_VERSION,
-    MANIFEST,
     Limits,
     duplicate_runs,
     format_verdict,
@@ -48,9 +46,17 @@ from onthefly.store.bundle_checks import (
     size_problems,
     split_rank,
 )
-from onthefly.store.bundle_staging import fsync_folder, new_scratch, remove_scratch
-from onthefly.store.bundle_verify import Member, catalog_paths, check_catalog, check_files, refusal
-from onthefly.store.catalog import Catalog
+from onthefly.store.bundle.staging import new_scratch, remove_scratch
+from onthefly.store.bundle.verify import (
+    Member,
+    catalog_paths,
+    check_catalog,
+    check_files,
+    refusal,
+)
+from onthefly.store.catalog.catalog import Catalog
+from onthefly.store.durable import fsync_folder
+from onthefly.store.layout import CATALOG, MANIFEST, MARKER, PINNED
 
 if TYPE_CHECKING:
     from onthefly.store.lifecycle import Store
@@ -76,7 +82,7 @@ def read_manifest(path: str | os.PathLike[str], *, limits: Limits = DEFAULT_LIMI
 
     Args:
         path: the ``.zip`` file.
-        limits: size caps (see :class:`~onthefly.store.bundle_checks.Limits`).
+        limits: size caps (see :class:`~onthefly.store.bundle.checks.Limits`).
 
     Returns:
         The parsed ``manifest.json`` (format, session, runs, files).
@@ -284,8 +290,6 @@ def _session_id(manifest: dict[str, Any], bundle: Path) -> str:
 
 def _already_there(store: Store, manifest: dict[str, Any], members: list[Member], bundle: Path) -> bool:
     """True when the store holds this session with everything the bundle brings."""
-    from onthefly.store.lifecycle import MARKER
-
     session_id = manifest["session"]["id"]
     folder = store.sessions_dir / session_id
     if not os.path.lexists(folder):
@@ -408,8 +412,6 @@ def _finish_catalog(scratch: Path, session_id: str, dropped: dict[str, str], mem
 
 
 def _write_markers(scratch: Path, manifest: dict[str, Any], bundle: Path) -> None:
-    from onthefly.store.lifecycle import MARKER, PINNED
-
     session = manifest["session"]
     created = session.get("created_at")
     marker = {

@@ -2,7 +2,7 @@
 tables built from buffered batches, and Parquet written atomically and read
 back with its checksums verified.
 
-No threads and no catalog here: :class:`onthefly.store.writer.ShardWriter`
+No threads and no catalog here: :class:`onthefly.store.shards.writer.ShardWriter`
 runs these on its workers and lists what they write.
 """
 
@@ -18,17 +18,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from onthefly.errors import CorruptFileError, MissingFileError
-from onthefly.store.arrow_numpy import to_numpy, values_and_mask
 from onthefly.store.durable import fsync_folder
 from onthefly.store.records import EpochSummary
-from onthefly.store.schema import (
+from onthefly.store.shards.arrow_numpy import to_numpy, values_and_mask
+from onthefly.store.shards.schema import (
     SAMPLES_SCHEMA,
     concat_sorted,
     sorted_samples_table,
     steps_table,
 )
-from onthefly.store.scores import fields_from_scores
-from onthefly.store.summaries import accuracy, summarize_losses
+from onthefly.store.shards.scores import fields_from_scores
+from onthefly.store.shards.summaries import accuracy, summarize_losses
 
 __all__ = [
     "MAX_LIVE_PARTS",

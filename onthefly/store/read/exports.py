@@ -1,6 +1,6 @@
 """Exports: where an exported file may land, and how rows become that file.
 
-:func:`onthefly.store.reports.export_slice` and ``onthefly sql --output``
+:func:`onthefly.store.read.reports.export_slice` and ``onthefly sql --output``
 write through :func:`write_rows`: a CSV, zstd Parquet or JSON file written to
 a temporary name, fsynced and renamed, so a reader never sees half of it.
 :func:`export_target` keeps exports inside the folder they were asked for
@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from onthefly.errors import ConfigError
 from onthefly.store.durable import fsync_folder
-from onthefly.store.query import json_rows
+from onthefly.store.read.query import json_rows
 
 __all__ = ["EXPORT_FORMATS", "export_target", "write_rows", "join_extra_columns"]
 

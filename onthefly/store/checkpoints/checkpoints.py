@@ -6,7 +6,7 @@ tensor (and numpy array) is a safetensors tensor under a namespaced key
 (``model.fc.weight``, ``optimizer.state.0.exp_avg``, ``rng.torch``...);
 everything else (param groups, step counters, tuples, int keys, ``nan``...)
 goes into the safetensors metadata as a JSON skeleton that refers to those
-tensors (see :mod:`onthefly.store.tree`). The file is an ordinary safetensors
+tensors (see :mod:`onthefly.store.checkpoints.tree`). The file is an ordinary safetensors
 file, so ``safetensors.safe_open`` reads its tensors too.
 
 Writes are atomic: the bytes go to a temporary file in the same folder, which
@@ -15,7 +15,7 @@ folder, so a crash leaves either the old state or the new file, never half a
 file under the final name. The sha256 of the file is computed while it is
 written and recorded in the catalog; loads verify it. Nothing is unpickled.
 The file itself (layout, atomic write, header checks, hashing) is
-:mod:`onthefly.store.safetensors_file`.
+:mod:`onthefly.store.checkpoints.safetensors_file`.
 
 Tensors that are the same view of the same memory (tied embeddings) are
 stored once and load back as one tensor object; other views of shared memory
@@ -39,24 +39,17 @@ import torch
 
 from onthefly.errors import ConfigError, CorruptFileError, StoreError
 from onthefly.store.background import lower_this_thread
-from onthefly.store.records import CheckpointInfo
-from onthefly.store.safetensors_file import (
-    FORMAT_VERSION,
+from onthefly.store.checkpoints.safetensors_file import (
     PARTIAL_SUFFIX,
     checkpoint_chunks,
     read_checkpoint_file,
     write_chunks,
 )
-from onthefly.store.tree import flatten, unflatten
+from onthefly.store.checkpoints.tree import flatten, unflatten
+from onthefly.store.layout import CHECKPOINTS_DIR, checkpoint_file, checkpoints_folder
+from onthefly.store.records import CheckpointInfo
 
-__all__ = [
-    "HOLDS",
-    "FORMAT_VERSION",
-    "CheckpointData",
-    "CheckpointStore",
-    "save_checkpoint",
-    "load_checkpoint",
-]
+__all__ = ["HOLDS", "CheckpointData", "CheckpointStore", "save_checkpoint", "load_checkpoint"]
 
 HOLDS = ("model", "optimizer", "scheduler", "scaler", "rng", "sampler")
 """The parts a checkpoint can hold, in the order the catalog lists them."""
@@ -345,7 +338,7 @@ class CheckpointStore:
         checkpoint_id = "ck-" + secrets.token_hex(6)
         return _Pending(
             checkpoint_id=checkpoint_id, run_id=run_id, step=int(step), epoch=int(epoch), reason=reason,
-            relative=f"checkpoints/{run_id}/{checkpoint_id}.safetensors", chunks=chunks, holds=holds,
+            relative=checkpoint_file(run_id, checkpoint_id), chunks=chunks, holds=holds,
         )
 
     def _commit(self, pending: _Pending) -> CheckpointInfo:
@@ -402,7 +395,7 @@ class CheckpointStore:
                 folder (absolute, or with ``..``).
         """
         relative = PurePosixPath(info.path)
-        if relative.is_absolute() or ".." in relative.parts or relative.parts[:1] != ("checkpoints",):
+        if relative.is_absolute() or ".." in relative.parts or relative.parts[:1] != (CHECKPOINTS_DIR,):
             raise CorruptFileError(
                 f"checkpoint {info.id} is listed at {info.path!r}, outside the session's checkpoints/ folder; "
                 "the catalog was edited or imported from an untrusted bundle, do not load it"
@@ -418,7 +411,7 @@ class CheckpointStore:
         Returns:
             The files deleted.
         """
-        root = self.session_dir / "checkpoints"
+        root = checkpoints_folder(self.session_dir)
         removed = []
         for candidate in sorted(root.glob(f"*/.*{PARTIAL_SUFFIX}")):
             candidate.unlink(missing_ok=True)

@@ -17,17 +17,10 @@ import shutil
 from pathlib import Path
 
 from onthefly.errors import MissingFileError, StoreError
-from onthefly.store.durable import fsync_folder
+from onthefly.store.layout import staging_dir
 
-__all__ = [
-    "STAGING_DIRNAME",
-    "new_scratch",
-    "remove_scratch",
-    "link_or_copy",
-    "fsync_folder",
-]
+__all__ = ["new_scratch", "remove_scratch", "link_or_copy"]
 
-STAGING_DIRNAME = ".staging"
 HASH_CHUNK = 16 << 20
 
 _SCRATCH_NAME = re.compile(r"^(export|import)-(\d+)-[0-9a-f]{12}$")
@@ -45,7 +38,7 @@ def new_scratch(root: Path, kind: str) -> Path:
     Raises:
         StoreError: the folder cannot be created (permissions, disk).
     """
-    staging = Path(root) / STAGING_DIRNAME
+    staging = staging_dir(root)
     _remove_orphans(staging)
     folder = staging / f"{kind}-{os.getpid()}-{secrets.token_hex(6)}"
     try:

@@ -17,8 +17,8 @@ order:
 
 Only the commit worker touches the catalog and the files, so they change in
 the order the caller logged. The checks of what callers hand over live in
-:mod:`onthefly.store.writer_input`, the tables and files the workers build in
-:mod:`onthefly.store.parts`.
+:mod:`onthefly.store.shards.writer_input`, the tables and files the workers build in
+:mod:`onthefly.store.shards.parts`.
 """
 
 from __future__ import annotations
@@ -38,13 +38,12 @@ import numpy as np
 import pyarrow as pa
 
 from onthefly.errors import ConfigError, OnTheFlyError, StoreError
-from onthefly.store.arrow_numpy import to_numpy
 from onthefly.store.background import lower_this_thread
-from onthefly.store.handoff import Handoff
-from onthefly.store.parts import (
-    MAX_LIVE_PARTS,
-    MAX_MERGE_ROWS,
-    PARQUET_OPTIONS,
+from onthefly.store.layout import samples_folder, steps_folder
+from onthefly.store.records import ShardInfo
+from onthefly.store.shards.arrow_numpy import to_numpy
+from onthefly.store.shards.handoff import Handoff
+from onthefly.store.shards.parts import (
     ROW_GROUP_ROWS,
     pass_summary,
     plan_merge,
@@ -54,22 +53,19 @@ from onthefly.store.parts import (
     steps_part,
     write_parquet,
 )
-from onthefly.store.records import ShardInfo
-from onthefly.store.writer_input import PLAIN_NUMBERS, check_name, class_scores, column, steps_columns
+from onthefly.store.shards.writer_input import (
+    PLAIN_NUMBERS,
+    check_name,
+    class_scores,
+    column,
+    steps_columns,
+)
 
 if TYPE_CHECKING:
-    from onthefly.store.catalog import Catalog
+    from onthefly.store.catalog.catalog import Catalog
     from onthefly.store.records import EpochSummary
 
-__all__ = [
-    "ShardWriter",
-    "plan_merge",
-    "MAX_LIVE_PARTS",
-    "MAX_MERGE_ROWS",
-    "MAX_PART_ROWS",
-    "ROW_GROUP_ROWS",
-    "PARQUET_OPTIONS",
-]
+__all__ = ["ShardWriter", "MAX_PART_ROWS"]
 
 FLUSH_INTERVAL = 2.0
 """Default seconds a logged row may wait before it is in a listed part.
@@ -236,7 +232,7 @@ class ShardWriter:
             scores: optional ``[n, C]`` class scores (logits or
                 log-probabilities, ``C >= 2``) given with ``label`` instead of
                 ``pred``, ``correct`` and ``margin``: the writer's thread
-                derives those from them (:func:`onthefly.store.scores.fields_from_scores`).
+                derives those from them (:func:`onthefly.store.shards.scores.fields_from_scores`).
 
         Raises:
             ConfigError: lengths differ, an array is not 1-D or of a wrong
@@ -555,11 +551,11 @@ class ShardWriter:
         table = built.result()
         if isinstance(key, str):
             kind, live_key, shard_key = "steps", ("steps", key), (key, None, None)
-            path = self._new_path(Path("steps", key), "part-")
+            path = self._new_path(steps_folder(key), "part-")
             self._step_runs.add(key)
         else:
             kind, live_key, shard_key = "samples", key, key
-            path = self._new_path(Path("samples", key[0], key[1]), f"e{key[2]:06d}-p")
+            path = self._new_path(samples_folder(key[0], key[1]), f"e{key[2]:06d}-p")
         info = self._write_listed(table, path, kind=kind, key=shard_key, level=0)
         self._stats["rows_written"] += table.num_rows
         self._stats["parts_written"] += 1
@@ -580,9 +576,9 @@ class ShardWriter:
             raise
         run_id, split, epoch = sources[0].run_id, sources[0].split, sources[0].epoch
         if kind == "steps":
-            path = self._new_path(Path("steps", run_id), "merged-")
+            path = self._new_path(steps_folder(run_id), "merged-")
         else:
-            path = self._new_path(Path("samples", run_id, split), f"e{epoch:06d}-m")
+            path = self._new_path(samples_folder(run_id, split), f"e{epoch:06d}-m")
         level = max(s.level for s in sources) + 1
         merged = self._write_listed(table, path, kind=kind, key=(run_id, split, epoch), level=level, retire=sources)
         self._stats["merges"] += 1
@@ -606,7 +602,7 @@ class ShardWriter:
             self._stats["rows_written"] += tables[-1].num_rows
         table = sorted_table(tables, "sample_id")
         if table.num_rows or sources:
-            path = self._new_path(Path("samples", run_id, split), f"e{epoch:06d}-s")
+            path = self._new_path(samples_folder(run_id, split), f"e{epoch:06d}-s")
             level = max([s.level for s in sources] + [0]) + 1
             self._write_listed(table, path, kind="samples", key=key, level=level, retire=sources, sealed=True)
         self._live.pop(key, None)
@@ -629,7 +625,7 @@ class ShardWriter:
         if not sources or (len(sources) == 1 and sources[0].sealed):
             return
         table = sorted_table(self._read_all(sources), "step")
-        path = self._new_path(Path("steps", run_id), "steps-")
+        path = self._new_path(steps_folder(run_id), "steps-")
         level = max(s.level for s in sources) + 1
         key = (run_id, None, None)
         self._write_listed(table, path, kind="steps", key=key, level=level, retire=sources, sealed=True)

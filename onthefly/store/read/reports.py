@@ -1,12 +1,12 @@
 """Reports, trajectories and slices of a session's per-sample losses.
 
-These are store operations over a reader connection (:func:`onthefly.store.query.connect`):
+These are store operations over a reader connection (:func:`onthefly.store.read.query.connect`):
 the session handle and the dashboard's ``report``/``slice``/``export_slice``
 requests call them, and every result is JSON-able. Distribution views read
 the ``epochs`` summaries (O(epochs)); only the top-k, trajectory, slice and
 export read per-sample rows, each filtered by run, split and epoch or by
 ``sample_id`` so DuckDB prunes row groups. The file an export becomes is
-written by :mod:`onthefly.store.exports`.
+written by :mod:`onthefly.store.read.exports`.
 
 A ``run`` argument is a run id or a run name (the newest run of that name);
 None means the newest run of the session. An ``epoch`` of None means the
@@ -26,25 +26,16 @@ import pyarrow as pa
 
 from onthefly.errors import ConfigError, QueryError
 from onthefly.protocol import payloads
-from onthefly.store.exports import (
+from onthefly.store.read.exports import (
     EXPORT_FORMATS,
     export_target,
     join_extra_columns,
     write_rows,
 )
-from onthefly.store.query import json_value
+from onthefly.store.read.query import json_value
 from onthefly.store.records import EpochSummary
 
-__all__ = [
-    "EXPORT_FORMATS",
-    "report",
-    "quantile_bands",
-    "trajectory",
-    "select_slice",
-    "export_slice",
-    "export_target",
-    "write_rows",
-]
+__all__ = ["report", "quantile_bands", "trajectory", "select_slice", "export_slice"]
 
 EXPORT_COLUMNS = ("sample_id", "loss", "label", "pred", "correct", "margin")
 

@@ -20,7 +20,14 @@ import numpy as np
 import pyarrow as pa
 
 from onthefly.errors import ConfigError
-from onthefly.store.arrow_numpy import FIXED_WIDTH, from_numpy, from_values, repeated_string, take, to_numpy
+from onthefly.store.shards.arrow_numpy import (
+    FIXED_WIDTH,
+    from_numpy,
+    from_values,
+    repeated_string,
+    take,
+    to_numpy,
+)
 
 __all__ = [
     "SAMPLES_SCHEMA",

@@ -1,6 +1,6 @@
 """Catalog tables as Arrow tables, for the DuckDB views of a reader.
 
-:meth:`onthefly.store.catalog.Catalog.table_arrow` reads a table's columns
+:meth:`onthefly.store.catalog.catalog.Catalog.table_arrow` reads a table's columns
 (``PRAGMA table_info``: the schema of the file, which the migrations made),
 runs :func:`arrow_select` and hands the rows to :func:`arrow_table`; both
 functions are pure (no connection). pyarrow is imported only when a table is
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from onthefly.errors import ConfigError
-from onthefly.store.catalog_records import TABLES, blob_ids
+from onthefly.store.catalog.rows import TABLES, blob_ids
 
 if TYPE_CHECKING:
     import pyarrow as pa

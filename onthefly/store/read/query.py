@@ -7,7 +7,7 @@ in :data:`VIEWS`:
   file list the catalog gives (``read_parquet``, ``union_by_name``). They
   carry the shard schemas' columns and types even before any shard exists.
 - the catalog tables (``runs``, ``epochs``, ...) are Arrow copies read
-  through a read-only :class:`~onthefly.store.catalog.Catalog`, closed right
+  through a read-only :class:`~onthefly.store.catalog.catalog.Catalog`, closed right
   after. DuckDB's sqlite extension is never used.
 
 **Locked configuration.** Before any user SQL runs, external access is
@@ -54,10 +54,16 @@ from onthefly.errors import (
     QueryError,
     StoreError,
 )
-from onthefly.store.catalog import Catalog
+from onthefly.store.catalog.catalog import Catalog
+from onthefly.store.layout import (
+    CATALOG,
+    RANKS_DIR,
+    SAMPLES_DIR,
+    STEPS_DIR,
+    rank_catalogs,
+)
 from onthefly.store.lifecycle import Store
-from onthefly.store.ranks import RANKS_DIR, rank_catalogs
-from onthefly.store.schema import SAMPLES_SCHEMA, STEPS_SCHEMA
+from onthefly.store.shards.schema import SAMPLES_SCHEMA, STEPS_SCHEMA
 
 __all__ = [
     "VIEWS",
@@ -69,7 +75,6 @@ __all__ = [
     "query_table",
     "run_query",
     "session_dir_of",
-    "rank_catalogs",
     "readonly_refusal",
     "json_rows",
     "json_value",
@@ -95,10 +100,10 @@ CATALOG_VIEWS = (
 VIEWS = (*SHARD_VIEWS, *CATALOG_VIEWS)
 """Every view a reader connection holds."""
 
-CATALOG_FILE = "catalog.sqlite"
 RESULT_FORMATS = ("rows", "arrow")
 
 _SHARD_SCHEMAS = {"samples": SAMPLES_SCHEMA, "steps": STEPS_SCHEMA}
+_SHARD_FOLDERS = {"samples": SAMPLES_DIR, "steps": STEPS_DIR}
 
 # Set at connect time, before anything else runs on the connection.
 _CONNECT_CONFIG = {
@@ -250,7 +255,7 @@ def sql(
         >>> con = onthefly.sql("mnist.zip")  # doctest: +SKIP
     """
     if session is not None and Path(session).suffix.lower() == ".zip":
-        from onthefly.store.bundle import import_bundle
+        from onthefly.store.bundle.import_ import import_bundle
 
         return connect(import_bundle(session, store=Store(home)).dir)
     return connect(session_dir_of(session, home=home))
@@ -567,26 +572,26 @@ class _Deadline:
 
 def _checked_session_dir(session_dir: str | os.PathLike[str]) -> Path:
     folder = Path(session_dir).expanduser().resolve()
-    if not (folder / CATALOG_FILE).is_file():
+    if not (folder / CATALOG).is_file():
         raise StoreError(
-            f"no {CATALOG_FILE} in {folder}: pass a session folder "
+            f"no {CATALOG} in {folder}: pass a session folder "
             "(.onthefly/sessions/<id>), or a session id to onthefly.sql()"
         )
     return folder
 
 
 def _allowed_directories(folder: Path) -> list[str]:
-    return [str(folder / kind) + os.sep for kind in SHARD_VIEWS] + [str(folder / RANKS_DIR) + os.sep]
+    return [str(folder / _SHARD_FOLDERS[kind]) + os.sep for kind in SHARD_VIEWS] + [str(folder / RANKS_DIR) + os.sep]
 
 
 def _shard_files(folder: Path, kind: str, relative_paths: list[str]) -> list[str]:
     """Absolute paths of listed shards, each checked to lie in its folder and exist."""
-    base = os.path.normpath(folder / kind) + os.sep
+    base = os.path.normpath(folder / _SHARD_FOLDERS[kind]) + os.sep
     ranks = os.path.normpath(folder / RANKS_DIR) + os.sep
     files = []
     for rel in relative_paths:
         path = os.path.normpath(folder / rel)
-        in_rank = path.startswith(ranks) and f"{os.sep}{kind}{os.sep}" in path[len(ranks):]
+        in_rank = path.startswith(ranks) and f"{os.sep}{_SHARD_FOLDERS[kind]}{os.sep}" in path[len(ranks):]
         if not (path.startswith(base) or in_rank):
             raise StoreError(
                 f"the catalog of {folder} lists a {kind} shard at {rel!r}, outside {kind}/: "
@@ -602,7 +607,7 @@ def _shard_files(folder: Path, kind: str, relative_paths: list[str]) -> list[str
 
 
 def _read_catalog(folder: Path) -> tuple[list[Any], dict[str, pa.Table]]:
-    cat = Catalog.open(folder / CATALOG_FILE, readonly=True)
+    cat = Catalog.open(folder / CATALOG, readonly=True)
     try:
         shards = list(cat.active_shards())
         tables = {name: cat.table_arrow(name) for name in CATALOG_VIEWS}

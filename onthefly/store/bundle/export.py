@@ -1,4 +1,4 @@
-"""Session bundles: a whole session in one zip file, and back.
+"""Exporting a session bundle: a whole session in one zip file.
 
 A bundle holds ``manifest.json``, ``catalog.sqlite``, the session's active
 Parquet shards and its safetensors checkpoints, under the same relative paths
@@ -18,7 +18,7 @@ Export runs in two phases so a training loop waits only for the cheap one:
 
 :func:`export_session` does both for a session that no process of this one
 owns (the ``onthefly export`` command). Import lives in
-:mod:`onthefly.store.bundle_import` and is re-exported here.
+:mod:`onthefly.store.bundle.import_`.
 """
 
 from __future__ import annotations
@@ -36,19 +36,13 @@ from typing import TYPE_CHECKING, Any
 
 from onthefly._version import __version__
 from onthefly.errors import ConfigError, CorruptFileError, MissingFileError, StoreError
-from onthefly.store import migrate
-from onthefly.store.bundle_checks import (
-    CATALOG,
-    FORMAT,
-    FORMAT_VERSION,
-    MANIFEST,
-    kind_of,
-    name_problem,
-)
-from onthefly.store.bundle_import import import_bundle, read_manifest
-from onthefly.store.bundle_pipeline import write_zip
-from onthefly.store.bundle_staging import fsync_folder, link_or_copy, new_scratch, remove_scratch
-from onthefly.store.catalog import Catalog
+from onthefly.store.bundle.checks import FORMAT, FORMAT_VERSION, kind_of, name_problem
+from onthefly.store.bundle.pipeline import write_zip
+from onthefly.store.bundle.staging import link_or_copy, new_scratch, remove_scratch
+from onthefly.store.catalog import migrate
+from onthefly.store.catalog.catalog import Catalog
+from onthefly.store.durable import fsync_folder
+from onthefly.store.layout import CATALOG, MANIFEST, rank_catalogs
 from onthefly.store.records import CheckpointInfo, RunInfo, SessionInfo
 
 if TYPE_CHECKING:
@@ -62,8 +56,6 @@ __all__ = [
     "write_bundle",
     "export_session",
     "build_manifest",
-    "import_bundle",
-    "read_manifest",
 ]
 
 # On the staged copy of the catalog only, never on a live one.
@@ -195,8 +187,6 @@ def stage_session(session_dir: str | os.PathLike[str], *, root: str | os.PathLik
 
 def _stage_ranks(folder: Path, scratch: Path) -> list[StagedFile]:
     """The catalog and active shards of each other rank of a multi-process session (``ranks/<r>/``)."""
-    from onthefly.store.query import rank_catalogs
-
     files = []
     for prefix, source in rank_catalogs(folder):
         rank = int(prefix.split("/")[1])

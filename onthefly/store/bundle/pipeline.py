@@ -1,14 +1,14 @@
 """Writing staged files into a bundle zip: each file read once, both cores busy.
 
 :func:`write_zip` reads each file in pieces; this thread writes a piece to
-the zip (:class:`~onthefly.store.bundle_zip.ZipWriter`) while one helper
+the zip (:class:`~onthefly.store.bundle.zip_writer.ZipWriter`) while one helper
 thread adds it to the file's CRC-32 and another to its sha256 (zlib and
 hashlib release the GIL on large buffers), and a third starts the disk
 write-back every :data:`FLUSH_EVERY` bytes so the final fsync finds little
 left to do. A file whose sha256 is already known (a checkpoint's, recorded
 when it was saved) is not hashed again: hashing is most of an export's CPU
 time. Whether a file is deflated is decided on a sample of it
-(:func:`~onthefly.store.bundle_checks.choose_compression`).
+(:func:`~onthefly.store.bundle.checks.choose_compression`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from onthefly.errors import StoreError
-from onthefly.store.bundle_checks import choose_compression, sample_offsets
-from onthefly.store.bundle_zip import ZipWriter
+from onthefly.store.bundle.checks import choose_compression, sample_offsets
+from onthefly.store.bundle.zip_writer import ZipWriter
 
 __all__ = ["write_zip", "WRITE_CHUNK", "PIPELINE_BUFFERS", "FLUSH_EVERY"]
 

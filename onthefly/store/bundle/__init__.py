@@ -1,0 +1,1 @@
+"""Session bundles: a whole session in one zip file, and back."""

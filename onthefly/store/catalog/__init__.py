@@ -1,0 +1,1 @@
+"""The session catalog: SQLite tables, their ORM models and migrations, Arrow views of them."""

@@ -1,0 +1,1 @@
+"""Reading a session: DuckDB views, reports, exports and the data operations handles offer."""
