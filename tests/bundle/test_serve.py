@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,10 @@ def test_a_served_session_says_who_it_is(served):
     snapshot_runs = trainer.wait_notification("run").params
     assert snapshot_runs["id"] == manifest["runs"][0]["id"]
     assert store.is_live(session_id), "serving holds the session's lock"
+    # The link may connect before serve() prints its line: wait for the line, not for a time.
+    deadline = time.monotonic() + 30
+    while not any(session_id in line for line in printed) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert any(session_id in line for line in printed)
 
 
