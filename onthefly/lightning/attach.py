@@ -338,6 +338,7 @@ class _TrackedHook:
 
     def __init__(self, run: LightningRun, original: Any, split: str) -> None:
         self.run, self.original, self.split = run, original, split
+        self.__wrapped__ = original  # Lightning's is_overridden() looks through it to the module's own hook
 
     def __call__(self) -> Any:
         return self.run._hand(self.original(), self.split)
