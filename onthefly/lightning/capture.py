@@ -55,6 +55,7 @@ from ..errors import ConfigError
 from ..trainer.batches import batch_size_of
 from ..trainer.losses import PerSampleLoss, class_index_kept, per_sample_values
 from .loss import LOSS_NAMES, RecordingLoss, sample_layout
+from .metrics import step_loss
 
 __all__ = ["FunctionalCapture", "LossCapture", "LossPlan", "functional_sites", "plan_capture"]
 
@@ -274,7 +275,7 @@ class LossCapture:
 
     def batch_end(self, *, claimed: bool, returned: Any) -> None:
         """After a train batch: a step that returned a loss without the loss being seen gets one warning."""
-        if not claimed and returned is not None and self.plan.strategy != "none":
+        if not claimed and step_loss(returned) is not None and self.plan.strategy != "none":
             self.warn_once(self._missed())
 
     def epoch_end(self) -> None:
