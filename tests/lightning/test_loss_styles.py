@@ -22,8 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from onthefly.lightning import attach_lightning
 
-ORIGINAL_CROSS_ENTROPY = F.cross_entropy
-ORIGINAL_NLL = F.nll_loss
+ORIGINAL = {"cross_entropy": F.cross_entropy, "nll_loss": F.nll_loss}  # a global alias would be intercepted too
 
 
 def rows(otf, sql):
@@ -117,7 +116,7 @@ class Inline(L.LightningModule):
             loss = nn.CrossEntropyLoss(**kwargs)(logits, y)
         else:
             raise AssertionError(self.spelling)
-        self.exact.append(torch.equal(loss, ORIGINAL_CROSS_ENTROPY(logits, y, **kwargs)))
+        self.exact.append(torch.equal(loss, ORIGINAL["cross_entropy"](logits, y, **kwargs)))
         return loss
 
     def configure_optimizers(self):
@@ -136,12 +135,12 @@ def test_an_inline_cross_entropy_is_recorded_per_sample_with_the_calls_own_argum
     otf = attach_lightning(trainer=trainer, model=model, project="p", loss_fn=F.cross_entropy,
                            train_loader=DataLoader(TensorDataset(x, y), batch_size=8))
     trainer.fit(model)
-    assert F.cross_entropy is ORIGINAL_CROSS_ENTROPY and torch.nn.functional.cross_entropy is ORIGINAL_CROSS_ENTROPY
+    assert F.cross_entropy is ORIGINAL["cross_entropy"] and torch.nn.functional.cross_entropy is ORIGINAL["cross_entropy"]
     assert per_epoch(otf) == [[0, 40, 40], [1, 40, 40]]
     assert len(outputs.kept) == 10 and all(model.exact)
     for step in (1, 4, 9):
         ids, losses = recorded(otf, step)
-        expected = ORIGINAL_CROSS_ENTROPY(outputs.kept[step - 1], y[ids], reduction="none", **kwargs)
+        expected = ORIGINAL["cross_entropy"](outputs.kept[step - 1], y[ids], reduction="none", **kwargs)
         if "ignore_index" in kwargs:
             expected[y[ids] == kwargs["ignore_index"]] = float("nan")  # an ignored sample has no loss
         assert torch.allclose(losses, expected, rtol=1e-5, atol=1e-6, equal_nan=True)
@@ -175,11 +174,11 @@ def test_a_name_imported_into_the_modules_globals_and_dict_or_none_returns(capsy
     otf = attach_lightning(trainer=trainer, model=model, project="p", loss_fn=F.nll_loss,
                            train_loader=DataLoader(TensorDataset(x, y), batch_size=8))
     trainer.fit(model)
-    assert imported_nll_loss is ORIGINAL_NLL and F.nll_loss is ORIGINAL_NLL
+    assert imported_nll_loss is ORIGINAL["nll_loss"] and F.nll_loss is ORIGINAL["nll_loss"]
     assert per_epoch(otf) == [[0, 32, 32], [1, 32, 32]]  # the skipped batch (ids 8..15) has no rows
     assert rows(otf, "SELECT count(*) FROM samples WHERE sample_id BETWEEN 8 AND 15") == [[0]]
     ids, losses = recorded(otf, 1)
-    assert torch.allclose(losses, ORIGINAL_NLL(outputs.kept[0], y[ids], reduction="none"), rtol=1e-5, atol=1e-6)
+    assert torch.allclose(losses, ORIGINAL["nll_loss"](outputs.kept[0], y[ids], reduction="none"), rtol=1e-5, atol=1e-6)
     assert rows(otf, "SELECT count(*) FROM steps") == [[10]]  # Lightning still counts the skipped batch's step
     assert "per-sample" not in capsys.readouterr().out
 
@@ -198,7 +197,7 @@ def test_the_functions_name_is_put_back_when_the_training_step_raises():
                      train_loader=DataLoader(TensorDataset(x, y), batch_size=8))
     with pytest.raises(RuntimeError, match="boom"):
         trainer.fit(model)
-    assert F.cross_entropy is ORIGINAL_CROSS_ENTROPY
+    assert F.cross_entropy is ORIGINAL["cross_entropy"]
 
 
 # ---------------------------------------------------------------------- manual optimization, two optimizers
@@ -293,7 +292,7 @@ def test_lightnings_language_model_demos_get_each_sequences_mean_token_loss(demo
         ids, losses = recorded(otf, step)
         out = outputs.kept[step - 1]
         assert out.shape == (BATCH * TOKENS, VOCAB)
-        per_token = ORIGINAL_NLL(out, target[ids].view(-1), reduction="none").view(BATCH, TOKENS)
+        per_token = ORIGINAL["nll_loss"](out, target[ids].view(-1), reduction="none").view(BATCH, TOKENS)
         kept = target[ids] != -100
         expected = (per_token * kept).sum(1) / kept.sum(1)
         assert torch.allclose(losses, expected, rtol=1e-5, atol=1e-6, equal_nan=True)
@@ -324,7 +323,7 @@ def test_a_held_nll_loss_module_gives_the_same_per_sequence_mean():
     assert otf._loss_plan.strategy == "attribute"
     trainer.fit(model)
     ids, losses = recorded(otf, 1)
-    per_token = ORIGINAL_NLL(outputs.kept[0], target[ids].view(-1), reduction="none").view(BATCH, TOKENS)
+    per_token = ORIGINAL["nll_loss"](outputs.kept[0], target[ids].view(-1), reduction="none").view(BATCH, TOKENS)
     kept = target[ids] != -100
     assert torch.allclose(losses, (per_token * kept).sum(1) / kept.sum(1), rtol=1e-5, atol=1e-6, equal_nan=True)
 
