@@ -11,6 +11,7 @@ keys do not change while it is in place.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -103,6 +104,7 @@ class RecordingLoss(nn.Module):
             self.training = inner.training
         self._otf_capture = _Capture(inner)
         self._otf_per_sample = PerSampleLoss(inner if self._otf_module else self._otf_capture)
+        vars(self)["_otf_target_name"] = _second_parameter(inner)  # loss(preds, labels=y) names its target
         self._otf_alone = _Capture(inner, alone=True)
         self._otf_per_sample_alone = PerSampleLoss(self._otf_alone)
 
@@ -113,6 +115,9 @@ class RecordingLoss(nn.Module):
 
     def forward(self, output: Any, target: Any = _UNSET, *args: Any, **kwargs: Any) -> Any:
         inner = self.inner
+        if target is _UNSET and len(kwargs) == 1 and vars(self)["_otf_target_name"] in kwargs and not args:
+            kwargs = dict(kwargs)
+            target = kwargs.pop(vars(self)["_otf_target_name"])
         if args or kwargs or vars(self)["failed"]:
             return inner(output, *args, **kwargs) if target is _UNSET else inner(output, target, *args, **kwargs)
         alone = target is _UNSET
@@ -179,6 +184,16 @@ class RecordingLoss(nn.Module):
         # A copy or a pickle of the model holds the user's plain loss, not the recorder
         # (which is tied to this process' session).
         return (_same, (self.inner,))
+
+
+def _second_parameter(loss: Any) -> str | None:
+    """The name of the loss' second positional parameter (its target), when it has one."""
+    try:
+        params = list(inspect.signature(loss.forward if isinstance(loss, nn.Module) else loss).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return positional[1].name if len(positional) > 1 else None
 
 
 def _ignore(message: str) -> None:

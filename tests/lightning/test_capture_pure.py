@@ -189,3 +189,15 @@ def test_the_method_recorder_shadows_the_method_and_records_a_loss_of_the_output
     assert torch.allclose(value, F.mse_loss(out, torch.ones_like(out))) and value.requires_grad
     (ids, per_sample), = batch.rows
     assert torch.allclose(per_sample, ((out.detach() - 1) ** 2).mean(1))
+
+
+def test_the_method_recorder_takes_the_target_by_its_keyword_too():
+    model = BoringModel()
+    batch = Batch([0, 1])
+    capture = capture_for(model, model.loss, batch)
+    out, labels = torch.randn(2, 2), torch.zeros(2, 2)
+    with capture.in_place():
+        value = model.loss(out, labels=labels)
+    assert torch.allclose(value, F.mse_loss(out, labels))
+    (ids, per_sample), = batch.rows
+    assert torch.allclose(per_sample, (out ** 2).mean(1))
