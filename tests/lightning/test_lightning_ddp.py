@@ -99,6 +99,11 @@ def test_ddp_spawn_records_each_sample_once_per_epoch(tmp_path, isolated_store):
     assert (tmp_path / "spawned" / "weights.safetensors").exists()  # the trained weights came back to the caller
 
 
+def test_ddp_spawn_intercepts_an_inline_functional_loss_on_each_rank(tmp_path, isolated_store):
+    launch(tmp_path / "spawned", 1, "ddp_spawn", "--functional")
+    assert per_pass(isolated_store) == [("test", 1, 20, 20), ("train", 0, 131, 131), ("val", 1, 20, 20)]
+
+
 def test_split_train_batches_mark_the_samplers_padding_so_the_union_of_ranks_is_each_sample_once():
     data = TensorDataset(torch.arange(11.0))
     recorded = []
