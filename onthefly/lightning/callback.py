@@ -232,6 +232,7 @@ class LightningSession(TrainingSession):
         ids = loader.claim() if loader is not None else None
         keep = loader.unpadded if ids is not None and loader.recorded is not None else None
         self._current = _Batch("train", ids, int(trainer.current_epoch), int(trainer.global_step) + 1, keep=keep)
+        self._loss_capture.step_start()
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         if self._run_id is not None:
@@ -241,6 +242,7 @@ class LightningSession(TrainingSession):
         if self._run_id is None:
             return
         current, self._current = self._current, None
+        self._loss_capture.step_end()
         if current is not None and current.ids is not None:
             self._loss_capture.batch_end(claimed=current.claimed, returned=outputs)
         meter = self._meter
@@ -317,6 +319,7 @@ class LightningSession(TrainingSession):
         if not self._leader():  # every rank runs the whole loader (it is not split); rank 0 records it
             return
         self._current = _Batch(split, loader.claim(), self._epochs_finished(), int(self._trainer.global_step))
+        self._loss_capture.step_start()
 
     def _epochs_finished(self) -> int:
         # Like the native Trainer: once the last train batch of an epoch ran, that epoch counts as finished
@@ -348,6 +351,7 @@ class LightningSession(TrainingSession):
     def on_validation_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
                                 dataloader_idx: int = 0) -> None:
         self._current = None
+        self._loss_capture.step_end()
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         self._eval_end("val", trainer)
@@ -362,6 +366,7 @@ class LightningSession(TrainingSession):
     def on_test_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
                           dataloader_idx: int = 0) -> None:
         self._current = None
+        self._loss_capture.step_end()
 
     def on_test_end(self, trainer: Any, pl_module: Any) -> None:
         self._eval_end("test", trainer)

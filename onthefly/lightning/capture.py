@@ -17,7 +17,9 @@ A LightningModule computes its loss in one of a few ways; :func:`plan_capture`
     nll_loss``, or a function of the user's own module): the names it is looked
     up by at call time (in ``torch.nn.functional`` and in the globals of the
     modules defining the LightningModule's classes) are bound to an
-    interceptor for the fit and put back afterwards, even on exceptions.
+    interceptor from the start to the end of each batch (train, validation,
+    test) and put back after it; the end of ``fit`` puts them back too, so a
+    step that raises leaves nothing behind.
     ``nn.CrossEntropyLoss`` and the other torch loss modules call
     ``torch.nn.functional`` too, so ``loss_fn=F.cross_entropy`` also sees them.
 ``"none"``
@@ -201,6 +203,8 @@ class LossCapture:
         self._warned = False
         self._seen = False  # a batch was recorded since the last epoch end
         self._installed = False
+        self._bound = False  # functional: the names are the interceptor's now (within a batch)
+        self._sites: list[tuple[dict, str]] = []
         self.recorder: RecordingLoss | None = None
         self.functional: FunctionalCapture | None = None
         if plan.strategy in ("attribute", "method"):
@@ -241,8 +245,8 @@ class LossCapture:
             table[plan.name] = self.recorder
         elif plan.strategy == "method":
             vars(plan.owner)[plan.name] = self.recorder  # the instance attribute shadows the class' method
-        elif plan.strategy == "functional":
-            _intercept(self.functional, functional_sites(self._model, plan.loss))
+        elif plan.strategy == "functional":  # bound at each batch start (step_start)
+            self._sites = functional_sites(self._model, plan.loss)
         self._installed = True
 
     def remove(self) -> None:
@@ -258,8 +262,21 @@ class LossCapture:
             if vars(plan.owner).get(plan.name) is self.recorder:
                 del vars(plan.owner)[plan.name]
         elif plan.strategy == "functional":
-            _release(self.functional)
+            self.step_end()
+            self._sites = []
         self._installed = False
+
+    def step_start(self) -> None:
+        """A batch starts: an intercepted function's names go to the interceptor, for this thread."""
+        if self._installed and self.functional is not None and not self._bound:
+            _intercept(self.functional, self._sites)
+            self._bound = True
+
+    def step_end(self) -> None:
+        """The batch ended: the function's names are the original's again."""
+        if self._bound:
+            _release(self.functional)
+            self._bound = False
 
     @contextmanager
     def in_place(self) -> Iterator[None]:

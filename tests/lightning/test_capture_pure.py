@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 
 import numpy as np
@@ -116,6 +117,8 @@ def test_the_interceptor_records_the_first_fitting_call_on_its_own_thread_and_is
     logits, y = torch.randn(4, 3, requires_grad=True), torch.tensor([0, 2, 1, 1])
     others = []
     with capture.in_place():
+        assert F.cross_entropy is KEPT["cross_entropy"]  # outside a batch, the names are the original's
+        capture.step_start()
         assert F.cross_entropy is not KEPT["cross_entropy"] and imported_cross_entropy is not KEPT["cross_entropy"]
         other = threading.Thread(target=lambda: others.append(F.cross_entropy(logits.detach(), y)))
         other.start()
@@ -124,6 +127,9 @@ def test_the_interceptor_records_the_first_fitting_call_on_its_own_thread_and_is
         assert F.cross_entropy(torch.randn(3, 3), y[:3]) is not None and not batch.claimed  # not this batch's size
         value = imported_cross_entropy(logits, y, label_smoothing=0.2)
         again = F.cross_entropy(logits, y)  # the second call of the step is not recorded twice
+        capture.step_end()
+        assert F.cross_entropy is KEPT["cross_entropy"]
+        pickle.dumps(F.cross_entropy)  # between batches the function pickles by name again
     assert F.cross_entropy is KEPT["cross_entropy"] and globals()["imported_cross_entropy"] is KEPT["cross_entropy"]
     assert torch.equal(value, KEPT["cross_entropy"](logits, y, label_smoothing=0.2)) and value.requires_grad
     assert torch.equal(again, KEPT["cross_entropy"](logits, y))
@@ -137,6 +143,7 @@ def test_the_interceptor_is_removed_when_the_block_raises_and_two_threads_share_
     a, b = capture_for(Held(), F.cross_entropy, first), capture_for(Held(), F.cross_entropy, second)
     with pytest.raises(RuntimeError):
         with a.in_place():
+            a.step_start()
             raise RuntimeError("the step failed")
     assert F.cross_entropy is KEPT["cross_entropy"]
 
@@ -144,6 +151,7 @@ def test_the_interceptor_is_removed_when_the_block_raises_and_two_threads_share_
 
     def other_fit():
         with b.in_place():
+            b.step_start()
             ready.set()
             done.wait(10)
             F.cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]))
@@ -152,6 +160,7 @@ def test_the_interceptor_is_removed_when_the_block_raises_and_two_threads_share_
     thread.start()
     ready.wait(10)
     with a.in_place():
+        a.step_start()
         F.cross_entropy(torch.randn(2, 3), torch.tensor([1, 1]))
     assert F.cross_entropy is not KEPT["cross_entropy"]  # the other fit still records
     done.set()
@@ -170,6 +179,7 @@ def test_a_loss_without_per_sample_values_warns_once_and_hands_back_the_users_va
         capture = capture_for(Held(), weird, batch)
         out, y = torch.randn(4, 3), torch.randn(4, 3)
         with capture.in_place():
+            capture.step_start()
             got = globals()["weird"](out, y)
         assert torch.equal(got, weird(out, y)) and batch.rows == []
         assert len(batch.warnings) == 1 and "the fit goes on" in batch.warnings[0]
@@ -201,3 +211,22 @@ def test_the_method_recorder_takes_the_target_by_its_keyword_too():
     assert torch.allclose(value, F.mse_loss(out, labels))
     (ids, per_sample), = batch.rows
     assert torch.allclose(per_sample, (out ** 2).mean(1))
+
+
+def test_a_function_of_the_output_alone_is_recorded_per_sample():
+    def energy(z):
+        return z.pow(2).mean()
+
+    globals()["energy"] = energy
+    try:
+        batch = Batch([3, 4, 5])
+        capture = capture_for(Held(), energy, batch)
+        z = torch.randn(3, 4)
+        with capture.in_place():
+            capture.step_start()
+            value = globals()["energy"](z)
+        assert torch.equal(value, energy(z))
+        (ids, per_sample), = batch.rows
+        assert torch.allclose(per_sample, z.pow(2).mean(1))
+    finally:
+        del globals()["energy"]

@@ -8,6 +8,8 @@ shuffle, so the rows of step s sorted by sample id are batch s in order.
 
 from __future__ import annotations
 
+import pickle
+
 import lightning as L
 import pytest
 import torch
@@ -103,6 +105,7 @@ class Inline(L.LightningModule):
         self.spelling = spelling
         self.loss_kwargs = loss_kwargs
         self.exact = []  # the value training_step got equals the plain function's, to the bit
+        self.between = []  # at each epoch end (outside a batch) the function is the original and pickles
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -118,6 +121,9 @@ class Inline(L.LightningModule):
             raise AssertionError(self.spelling)
         self.exact.append(torch.equal(loss, ORIGINAL["cross_entropy"](logits, y, **kwargs)))
         return loss
+
+    def on_train_epoch_end(self):
+        self.between.append(F.cross_entropy is ORIGINAL["cross_entropy"] and bool(pickle.dumps(F.cross_entropy)))
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
@@ -137,7 +143,7 @@ def test_an_inline_cross_entropy_is_recorded_per_sample_with_the_calls_own_argum
     trainer.fit(model)
     assert F.cross_entropy is ORIGINAL["cross_entropy"] and torch.nn.functional.cross_entropy is ORIGINAL["cross_entropy"]
     assert per_epoch(otf) == [[0, 40, 40], [1, 40, 40]]
-    assert len(outputs.kept) == 10 and all(model.exact)
+    assert len(outputs.kept) == 10 and all(model.exact) and model.between == [True, True]
     for step in (1, 4, 9):
         ids, losses = recorded(otf, step)
         expected = ORIGINAL["cross_entropy"](outputs.kept[step - 1], y[ids], reduction="none", **kwargs)
