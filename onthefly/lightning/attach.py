@@ -71,8 +71,8 @@ def attach_lightning(
         datamodule: a ``LightningDataModule`` whose loaders are tracked instead.
         loss_fn: the loss the module's ``training_step`` calls: an attribute
             (``model.loss``), a method (``model.loss`` of ``def loss(self, ...)``)
-            or a function called inline (``F.cross_entropy``, intercepted for the
-            fit); per-sample values are taken where the module calls it
+            or a function called inline (``F.cross_entropy``, intercepted within
+            each batch); per-sample values are taken where the module calls it
             (docs/lightning.md). Default: the module's ``loss``, ``loss_fn``,
             ``criterion`` or ``loss_func`` attribute or method. Without one, the
             fit runs with one warning and no per-sample rows.

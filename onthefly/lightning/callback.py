@@ -53,9 +53,9 @@ from ..trainer.classify import classification_fields, classification_kind, score
 from ..trainer.held import HeldBatch, Holding
 from ..trainer.metrics import StepMeter, total_grad_norm
 from ..trainer.rng import capture_rng, preserved_rng, restore_rng
+from .capture import LossCapture, plan_capture
 from .checkpoint import CAPTURE_PATH, to_store
 from .loaders import LightningBatches
-from .capture import LossCapture, plan_capture
 from .metrics import logged_values, step_loss, step_rows
 
 __all__ = ["LightningSession"]

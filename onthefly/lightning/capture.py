@@ -421,7 +421,7 @@ class FunctionalCapture:
             return value
         try:
             per_sample = self._per_sample(bound, output, target, values, len(ids))
-        except Exception as exc:  # never the user's fit: their value goes back, the rows stop
+        except Exception as exc:  # noqa: BLE001  never the user's fit: their value goes back, the rows stop
             self.failed = True
             self._warn(f"no per-sample loss rows: {_describe(fn)} gave no per-sample values for a batch of "
                        f"{len(ids)} ({type(exc).__name__}: {exc}); the fit goes on. To get them, pass a loss "

@@ -1,7 +1,9 @@
 """The loss the LightningModule calls, recording each sample's value on the way.
 
 :class:`RecordingLoss` takes the place of the user's loss where the module
-holds it (``model.loss``): the module's own ``training_step`` calls it, it
+holds it (``model.loss``, or an instance attribute shadowing a loss method of
+the class; see :mod:`onthefly.lightning.capture`, which also intercepts
+inline function calls): the module's own ``training_step`` calls it, it
 computes the per-sample values from that one output through
 :class:`~onthefly.trainer.losses.PerSampleLoss` (the model never runs twice)
 and hands back the value the module expects. Its parameters and buffers are
@@ -21,7 +23,12 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..trainer.batches import batch_size_of
-from ..trainer.losses import PerSampleLoss, class_index_kept, per_sample_values, tokens_per_sample
+from ..trainer.losses import (
+    PerSampleLoss,
+    class_index_kept,
+    per_sample_values,
+    tokens_per_sample,
+)
 
 __all__ = ["LOSS_NAMES", "RecordingLoss", "sample_layout"]
 
@@ -131,7 +138,7 @@ class RecordingLoss(nn.Module):
             if alone:
                 return self._output_alone(ids, output)
             return self._recorded(ids, output, target, values)
-        except Exception as exc:  # never the user's fit: their loss as is, one warning, no more rows
+        except Exception as exc:  # noqa: BLE001  never the user's fit: their loss as is, one warning, no more rows
             vars(self)["failed"] = True
             self._otf_warn(f"no per-sample loss rows: {_name(inner)} gave no per-sample values for a batch of "
                            f"{len(ids)} ({type(exc).__name__}: {exc}); the fit goes on. To get them, use a loss "

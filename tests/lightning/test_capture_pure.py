@@ -15,7 +15,11 @@ from torch.nn.functional import cross_entropy as imported_cross_entropy
 
 from onthefly.lightning.capture import LossCapture, functional_sites, plan_capture
 from onthefly.lightning.loss import sample_layout
-from onthefly.trainer.losses import class_index_kept, per_sample_values, tokens_per_sample
+from onthefly.trainer.losses import (
+    class_index_kept,
+    per_sample_values,
+    tokens_per_sample,
+)
 
 KEPT = {"cross_entropy": F.cross_entropy}  # in a dict: a global bound to the function is intercepted too
 ORIGINAL = KEPT["cross_entropy"]
@@ -141,10 +145,9 @@ def test_the_interceptor_records_the_first_fitting_call_on_its_own_thread_and_is
 def test_the_interceptor_is_removed_when_the_block_raises_and_two_threads_share_it():
     first, second = Batch([0, 1]), Batch([0, 1])
     a, b = capture_for(Held(), F.cross_entropy, first), capture_for(Held(), F.cross_entropy, second)
-    with pytest.raises(RuntimeError):
-        with a.in_place():
-            a.step_start()
-            raise RuntimeError("the step failed")
+    with pytest.raises(RuntimeError), a.in_place():
+        a.step_start()
+        raise RuntimeError("the step failed")
     assert F.cross_entropy is KEPT["cross_entropy"]
 
     ready, done = threading.Event(), threading.Event()
@@ -197,7 +200,7 @@ def test_the_method_recorder_shadows_the_method_and_records_a_loss_of_the_output
         value = model.loss(out)
     assert "loss" not in vars(model)
     assert torch.allclose(value, F.mse_loss(out, torch.ones_like(out))) and value.requires_grad
-    (ids, per_sample), = batch.rows
+    (_, per_sample), = batch.rows
     assert torch.allclose(per_sample, ((out.detach() - 1) ** 2).mean(1))
 
 
@@ -209,7 +212,7 @@ def test_the_method_recorder_takes_the_target_by_its_keyword_too():
     with capture.in_place():
         value = model.loss(out, labels=labels)
     assert torch.allclose(value, F.mse_loss(out, labels))
-    (ids, per_sample), = batch.rows
+    (_, per_sample), = batch.rows
     assert torch.allclose(per_sample, (out ** 2).mean(1))
 
 
@@ -226,7 +229,7 @@ def test_a_function_of_the_output_alone_is_recorded_per_sample():
             capture.step_start()
             value = globals()["energy"](z)
         assert torch.equal(value, energy(z))
-        (ids, per_sample), = batch.rows
+        (_, per_sample), = batch.rows
         assert torch.allclose(per_sample, z.pow(2).mean(1))
     finally:
         del globals()["energy"]

@@ -14,10 +14,15 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from lit_models import trainer as make_trainer
-from lightning.pytorch.demos.boring_classes import BoringModel, DemoModel, ManualOptimBoringModel, RandomDataset
-from lightning.pytorch.demos.lstm import LightningLSTM
+from lightning.pytorch.demos.boring_classes import (
+    BoringModel,
+    DemoModel,
+    ManualOptimBoringModel,
+    RandomDataset,
+)
+from lightning.pytorch.demos.lstm import LightningLSTM, SequenceSampler
 from lightning.pytorch.demos.transformer import LightningTransformer
+from lit_models import trainer as make_trainer
 from torch import nn
 from torch.nn.functional import nll_loss as imported_nll_loss
 from torch.utils.data import DataLoader, TensorDataset
@@ -278,31 +283,37 @@ class QuietTransformer(LightningTransformer):
         pass
 
 
-@pytest.mark.parametrize("demo", ["lstm", "transformer"])
+@pytest.mark.parametrize("demo", ["lstm", "lstm-sequence-sampler", "transformer"])
 def test_lightnings_language_model_demos_get_each_sequences_mean_token_loss(demo):
     L.seed_everything(0, verbose=False)
-    if demo == "lstm":
+    if demo.startswith("lstm"):
         model = QuietLSTM(vocab_size=VOCAB)
         outputs = Outputs(model.model, pick=lambda out: out[0])  # (log-probs, hidden)
     else:
         model = QuietTransformer(vocab_size=VOCAB)
         outputs = Outputs(model.model)
-    inputs, target = token_data(ignored=demo == "lstm")  # the transformer embeds its targets: no -100 there
+    inputs, target = token_data(ignored=demo != "transformer")  # the transformer embeds its targets: no -100
+    data = TensorDataset(inputs, target)
+    if demo == "lstm-sequence-sampler":  # the demo's own batch sampler: batch i is samples i, i+3, i+6, i+9
+        loader = DataLoader(data, batch_sampler=SequenceSampler(data, batch_size=BATCH))
+    else:
+        loader = DataLoader(data, batch_size=BATCH)
     trainer = make_trainer(2)
-    otf = attach_lightning(trainer=trainer, model=model, project="p", loss_fn=F.nll_loss,
-                           train_loader=DataLoader(TensorDataset(inputs, target), batch_size=BATCH))
+    otf = attach_lightning(trainer=trainer, model=model, project="p", loss_fn=F.nll_loss, train_loader=loader)
     trainer.fit(model)
     assert per_epoch(otf) == [[0, 12, 12], [1, 12, 12]]
     assert len(outputs.kept) == 6
     for step in (1, 2, 5):
         ids, losses = recorded(otf, step)
+        if demo == "lstm-sequence-sampler":
+            assert ids.tolist() == [(step - 1) % 3 + 3 * i for i in range(BATCH)]
         out = outputs.kept[step - 1]
         assert out.shape == (BATCH * TOKENS, VOCAB)
         per_token = ORIGINAL["nll_loss"](out, target[ids].view(-1), reduction="none").view(BATCH, TOKENS)
         kept = target[ids] != -100
         expected = (per_token * kept).sum(1) / kept.sum(1)
         assert torch.allclose(losses, expected, rtol=1e-5, atol=1e-6, equal_nan=True)
-    if demo == "lstm":
+    if demo != "transformer":
         ignored = rows(otf, "SELECT sample_id, loss IS NULL OR isnan(loss) FROM samples WHERE split = 'train' "
                             "AND epoch = 0 AND sample_id IN (0, 5) ORDER BY sample_id")
         assert ignored == [[0, False], [5, True]]
