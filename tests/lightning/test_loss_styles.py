@@ -211,6 +211,36 @@ def test_the_functions_name_is_put_back_when_the_training_step_raises():
     assert F.cross_entropy is ORIGINAL["cross_entropy"]
 
 
+class AutoEncoder(L.LightningModule):
+    """Self-supervised: plain tensor batches, the input is the target (``F.mse_loss(self(x), x)``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(32, 4), nn.Linear(4, 32))
+
+    def training_step(self, batch, batch_idx):
+        return F.mse_loss(self.net(batch), batch)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_self_supervised_step_on_plain_tensor_batches_gives_each_samples_reconstruction_error():
+    L.seed_everything(0, verbose=False)
+    model = AutoEncoder()
+    outputs = Outputs(model.net)
+    data = RandomDataset(32, 24)
+    trainer = make_trainer(2)
+    otf = attach_lightning(trainer=trainer, model=model, project="p", loss_fn=F.mse_loss,
+                           train_loader=DataLoader(data, batch_size=8))
+    trainer.fit(model)
+    assert per_epoch(otf) == [[0, 24, 24], [1, 24, 24]]
+    for step in (1, 6):
+        ids, losses = recorded(otf, step)
+        expected = ((outputs.kept[step - 1] - data.data[ids]) ** 2).mean(1)
+        assert torch.allclose(losses, expected, rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------------- manual optimization, two optimizers
 class TinyGAN(L.LightningModule):
     def __init__(self):
