@@ -6,6 +6,13 @@ median wall times are compared. With ``--tensorboard``, a third variant runs
 Lightning with its own TensorBoardLogger logging every step, for comparison.
 
     .venv/bin/python benchmarks/lightning_overhead.py --rounds 5
+    .venv/bin/python benchmarks/lightning_overhead.py --rounds 5 --style functional
+
+``--style`` is how the module computes its loss, the same in every variant:
+``attribute`` (``self.loss = nn.CrossEntropyLoss()``, called as
+``self.loss(...)``; attached with ``loss_fn=model.loss``) or ``functional``
+(``F.cross_entropy(...)`` inline in ``training_step``; attached with
+``loss_fn=F.cross_entropy``, whose calls OnTheFly intercepts during the fit).
 
 Prints the median seconds of each variant and the ratio attached / plain,
 then the median time between consecutive training batches of each (the
@@ -30,7 +37,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def child(variant: str, epochs: int) -> None:
+def child(variant: str, epochs: int, style: str = "attribute") -> None:
     sys.path.insert(0, ROOT)
     import lightning as L
 
@@ -47,6 +54,7 @@ def child(variant: str, epochs: int) -> None:
                 self.first_wall = time.time()
 
     import torch
+    import torch.nn.functional as F
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -62,7 +70,10 @@ def child(variant: str, epochs: int) -> None:
 
         def training_step(self, batch, _):
             x, y = batch
-            loss = self.loss(self.net(x), y)
+            if style == "functional":
+                loss = F.cross_entropy(self.net(x), y)
+            else:
+                loss = self.loss(self.net(x), y)
             self.log("loss", loss)
             return loss
 
@@ -91,7 +102,7 @@ def child(variant: str, epochs: int) -> None:
         from onthefly import attach_lightning
 
         attach_lightning(trainer=trainer, model=model, project="bench", train_loader=train, val_loader=val,
-                         loss_fn=model.loss, connect_dashboard=False)
+                         loss_fn=F.cross_entropy if style == "functional" else model.loss, connect_dashboard=False)
     trainer.fit(model, train, val)
     fit_done = time.time()
     per_epoch = len(train)
@@ -106,10 +117,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--tensorboard", action="store_true",
                         help="also run Lightning with its TensorBoardLogger (logging every step), no attach")
+    parser.add_argument("--style", choices=("attribute", "functional"), default="attribute",
+                        help="the module's loss: a held loss module, or F.cross_entropy inline in training_step")
     parser.add_argument("--child", choices=("plain", "attached", "tensorboard"))
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.epochs)
+        child(args.child, args.epochs, args.style)
         return
     variants = ["plain", "attached"] + (["tensorboard"] if args.tensorboard else [])
     times: dict[str, list[float]] = {v: [] for v in variants}
@@ -121,7 +134,8 @@ def main() -> None:
             shift = round_number % len(variants)
             for variant in variants[shift:] + variants[:shift]:  # each variant takes its turn at going first
                 start, wall_start = time.perf_counter(), time.time()
-                done = subprocess.run([sys.executable, __file__, "--child", variant, "--epochs", str(args.epochs)],
+                done = subprocess.run([sys.executable, __file__, "--child", variant, "--epochs", str(args.epochs),
+                                       "--style", args.style],
                                       env=env, check=True, capture_output=True, cwd=home, text=True)
                 times[variant].append(time.perf_counter() - start)
                 wall_end = time.time()
@@ -131,7 +145,8 @@ def main() -> None:
                 phases[variant].append((first - wall_start, fit_done - first, wall_end - fit_done))
     wall = {v: statistics.median(times[v]) for v in variants}
     step = {v: statistics.median(steps[v]) for v in variants}
-    print(f"lightning_overhead cnn epochs={args.epochs} rounds={args.rounds}: plain {wall['plain']:.2f} s")
+    print(f"lightning_overhead cnn style={args.style} epochs={args.epochs} rounds={args.rounds}: "
+          f"plain {wall['plain']:.2f} s")
     for v in variants[1:]:
         print(f"  {v}: {wall[v]:.2f} s, ratio {wall[v] / wall['plain']:.3f}; median step {step[v]:.2f} ms "
               f"against {step['plain']:.2f} ms, ratio {step[v] / step['plain']:.3f}")

@@ -69,9 +69,13 @@ def attach_lightning(
         train_loader / val_loader / test_loader: the loaders (used when ``fit``
             gets none; the test loader serves ``do_test_after`` and "test now").
         datamodule: a ``LightningDataModule`` whose loaders are tracked instead.
-        loss_fn: the loss object the module calls (``model.loss``); per-sample
-            values are taken where the module calls it. Default: the module's
-            ``loss``, ``loss_fn``, ``criterion`` or ``loss_func`` attribute.
+        loss_fn: the loss the module's ``training_step`` calls: an attribute
+            (``model.loss``), a method (``model.loss`` of ``def loss(self, ...)``)
+            or a function called inline (``F.cross_entropy``, intercepted within
+            each batch); per-sample values are taken where the module calls it
+            (docs/lightning.md). Default: the module's ``loss``, ``loss_fn``,
+            ``criterion`` or ``loss_func`` attribute or method. Without one, the
+            fit runs with one warning and no per-sample rows.
         do_test_after: run ``trainer.test`` when training ends; while a dashboard
             is connected the process then stays open for more work.
         model_factory: builds a fresh model for reports and forks: a callable, a
@@ -89,8 +93,8 @@ def attach_lightning(
         The callback; ``callback.session`` pauses, resumes, tests, checkpoints and queries.
 
     Raises:
-        ConfigError: for a trainer that is not a Lightning trainer, a trainer
-            already attached, or a loss the module does not hold; at ``fit``,
+        ConfigError: for a trainer that is not a Lightning trainer or a trainer
+            already attached (a loss the module does not call only warns); at ``fit``,
             for a multi-process strategy other than DDP.
 
     On several processes (``strategy="ddp"`` or ``"ddp_spawn"``) each rank
@@ -338,6 +342,7 @@ class _TrackedHook:
 
     def __init__(self, run: LightningRun, original: Any, split: str) -> None:
         self.run, self.original, self.split = run, original, split
+        self.__wrapped__ = original  # Lightning's is_overridden() looks through it to the module's own hook
 
     def __call__(self) -> Any:
         return self.run._hand(self.original(), self.split)

@@ -53,9 +53,9 @@ from ..trainer.classify import classification_fields, classification_kind, score
 from ..trainer.held import HeldBatch, Holding
 from ..trainer.metrics import StepMeter, total_grad_norm
 from ..trainer.rng import capture_rng, preserved_rng, restore_rng
+from .capture import LossCapture, plan_capture
 from .checkpoint import CAPTURE_PATH, to_store
 from .loaders import LightningBatches
-from .loss import RecordingLoss, find_loss
 from .metrics import logged_values, step_loss, step_rows
 
 __all__ = ["LightningSession"]
@@ -114,9 +114,10 @@ class LightningSession(TrainingSession):
         self._leader_stop = False  # another rank: rank 0 said stop
         self._resume: Any = None  # the checkpoint a multi-process fit resumes from
         self._launcher_pid = os.getpid()
-        self._loss_site = find_loss(model, loss_fn)
-        self._recorder = RecordingLoss(self._loss_site[2], claim=self.claim, record=self.record)
+        self._loss_plan = plan_capture(model, loss_fn)
+        self._loss_capture = LossCapture(self._loss_plan, model, claim=self.claim, record=self.record, warn=self._warn)
         self._steps = Holding(self._log_steps)
+        self._loss_capture.announce()
 
     # ------------------------------------------------------------------ position
     def _position(self) -> Position:
@@ -132,7 +133,7 @@ class LightningSession(TrainingSession):
 
     # ------------------------------------------------------------------ pickling (ddp_spawn)
     _PROCESS_LOCAL = ("_session_store", "_link", "_control", "_model_lock", "_console", "session", "_meter",
-                      "_recorder", "_dist", "_coll", "_captured", "_grad_norm", "_current", "_rows", "_steps")
+                      "_loss_capture", "_dist", "_coll", "_captured", "_grad_norm", "_current", "_rows", "_steps")
 
     def __getstate__(self) -> dict[str, Any]:
         # ddp_spawn sends the trainer, and so this callback, to each new process: what belongs to this
@@ -149,15 +150,18 @@ class LightningSession(TrainingSession):
         self._model_lock = threading.RLock()
         self._console = Console(enabled=self._progress)
         self.session = SessionHandle(self)
-        self._recorder = RecordingLoss(self._loss_site[2], claim=self.claim, record=self.record)
+        self._loss_capture = LossCapture(self._loss_plan, self._module, claim=self.claim, record=self.record,
+                                         warn=self._warn)
         self._rows = Holding(self._log_rows)
         self._steps = Holding(self._log_steps)
 
     # ------------------------------------------------------------------ the recording loss
-    def claim(self) -> np.ndarray | None:
-        """Sample ids of the current batch, the first time the loss asks (then None)."""
+    def claim(self, fits: Any = None) -> np.ndarray | None:
+        """Sample ids of the current batch, the first time a loss call that ``fits(len(ids))`` asks (then None)."""
         batch = self._current
         if batch is None or batch.claimed or batch.ids is None or self._run_id is None:
+            return None
+        if fits is not None and not fits(len(batch.ids)):
             return None
         batch.claimed = True
         return batch.ids
@@ -228,6 +232,7 @@ class LightningSession(TrainingSession):
         ids = loader.claim() if loader is not None else None
         keep = loader.unpadded if ids is not None and loader.recorded is not None else None
         self._current = _Batch("train", ids, int(trainer.current_epoch), int(trainer.global_step) + 1, keep=keep)
+        self._loss_capture.step_start()
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         if self._run_id is not None:
@@ -237,6 +242,9 @@ class LightningSession(TrainingSession):
         if self._run_id is None:
             return
         current, self._current = self._current, None
+        self._loss_capture.step_end()
+        if current is not None and current.ids is not None:
+            self._loss_capture.batch_end(claimed=current.claimed, returned=outputs)
         meter = self._meter
         meter.compute_end(len(current.ids) if current is not None and current.ids is not None else 0)
         loss = step_loss(outputs)
@@ -275,6 +283,7 @@ class LightningSession(TrainingSession):
         if self._coll is not None:  # the ranks agree, so all of them take the epoch checkpoint or none does
             stopped = not self._coll.all_true(not stopped)
         epoch, step = int(trainer.current_epoch), int(trainer.global_step)
+        self._loss_capture.epoch_end()
         self._release_rows()
         writer = self._session_store.writer
         metrics = {"partial": True} if stopped else None
@@ -310,6 +319,7 @@ class LightningSession(TrainingSession):
         if not self._leader():  # every rank runs the whole loader (it is not split); rank 0 records it
             return
         self._current = _Batch(split, loader.claim(), self._epochs_finished(), int(self._trainer.global_step))
+        self._loss_capture.step_start()
 
     def _epochs_finished(self) -> int:
         # Like the native Trainer: once the last train batch of an epoch ran, that epoch counts as finished
@@ -341,6 +351,7 @@ class LightningSession(TrainingSession):
     def on_validation_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
                                 dataloader_idx: int = 0) -> None:
         self._current = None
+        self._loss_capture.step_end()
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         self._eval_end("val", trainer)
@@ -355,6 +366,7 @@ class LightningSession(TrainingSession):
     def on_test_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
                           dataloader_idx: int = 0) -> None:
         self._current = None
+        self._loss_capture.step_end()
 
     def on_test_end(self, trainer: Any, pl_module: Any) -> None:
         self._eval_end("test", trainer)
@@ -455,28 +467,18 @@ class LightningSession(TrainingSession):
     @contextmanager
     def _loss_in_place(self) -> Iterator[None]:
         """The recording loss stands where the module holds its loss, for the duration of the block."""
-        owner, name, user_loss = self._loss_site
-        table = owner._modules if name in owner._modules else vars(owner)
-        if table.get(name) is self._recorder:  # already in place (a test inside fit)
+        with self._loss_capture.in_place():  # onthefly.lightning.capture
             yield
-            return
-        table[name] = self._recorder
-        try:
-            yield
-        finally:
-            table[name] = user_loss
 
     def _install_loss(self) -> None:
         """Put the recording loss in place for the rest of this process' fit (several processes)."""
-        owner, name, _ = self._loss_site
-        table = owner._modules if name in owner._modules else vars(owner)
-        table[name] = self._recorder
+        self._loss_capture.install()
 
     def _remove_loss(self) -> None:
-        owner, name, user_loss = self._loss_site
-        table = owner._modules if name in owner._modules else vars(owner)
-        if table.get(name) is self._recorder:
-            table[name] = user_loss
+        self._loss_capture.remove()
+
+    def _warn(self, message: str) -> None:
+        self._log("warning", message, kind="loss")
 
     # ------------------------------------------------------------------ several processes
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:

@@ -62,7 +62,7 @@ from torch.utils._pytree import tree_map
 from onthefly.errors import ConfigError
 from onthefly.trainer.batches import batch_size_of, describe_structure
 
-__all__ = ["LossResult", "PerSampleLoss", "per_sample_grad_norm"]
+__all__ = ["LossResult", "PerSampleLoss", "class_index_kept", "per_sample_grad_norm", "per_sample_values", "tokens_per_sample"]
 
 _REDUCTIONS = ("mean", "sum", "none", "batchmean")
 _CHECK_RTOL = 1e-4
@@ -228,7 +228,8 @@ class PerSampleLoss:
         with torch.no_grad():
             if not self._vmap_failed:
                 try:
-                    values = vmap(self._one_sample, in_dims=(0, 0))(output, target)
+                    # a loss of the output alone (target None) sees the same None for every sample
+                    values = vmap(self._one_sample, in_dims=(0, None if target is None else 0))(output, target)
                     self._method = "vmap"
                     return values.float()
                 except Exception:  # vmap cannot trace this callable; remember and loop
@@ -325,6 +326,64 @@ def per_sample_grad_norm(
     if not squares:
         return torch.zeros(size, dtype=torch.float32)
     return torch.stack(squares).sum(0).sqrt().detach()
+
+
+def per_sample_values(
+    unreduced: torch.Tensor, size: int, *, kept: torch.Tensor | None = None, total: bool = False
+) -> torch.Tensor:
+    """One float32 value per sample from a loss' unreduced values.
+
+    ``unreduced`` is ``[size, ...]`` (one or more values per sample), or ``[size * k]``:
+    ``k`` tokens per sample laid out sample after sample, as ``output.view(-1, V)``
+    against ``target.view(-1)`` gives them for a ``[size, k]`` batch. Each sample's
+    value is the mean of its values (the sum with ``total``, for ``"batchmean"``),
+    over the positions ``kept`` marks when given (the targets that are not
+    ``ignore_index``); a sample with no kept position gets NaN.
+
+    Raises:
+        ValueError: when the values cannot be split into ``size`` samples.
+
+    Example:
+        >>> per_sample_values(torch.tensor([1.0, 3.0, 2.0, 0.0]), 2, kept=torch.tensor([True, True, True, False]))
+        tensor([2., 2.])
+    """
+    value = unreduced.detach()
+    if value.ndim == 0 or (value.shape[0] != size and tokens_per_sample(value.shape[0], size) is None):
+        raise ValueError(f"{tuple(value.shape)} loss values do not split into {size} samples")
+    if size == 0:
+        return torch.empty(0, dtype=torch.float32, device=value.device)
+    flat = value.float().reshape(size, -1)
+    if kept is None:
+        return flat.sum(1) if total else flat.mean(1)
+    mask = kept.reshape(size, -1)
+    totals = flat.masked_fill(~mask, 0.0).sum(1)
+    return totals if total else totals / mask.sum(1)  # 0 / 0 = NaN: every position of the sample ignored
+
+
+def tokens_per_sample(values: int, size: int) -> int | None:
+    """``k`` when ``values`` loss values are ``k`` tokens of each of ``size`` samples (``k >= 1``), else None.
+
+    Example:
+        >>> tokens_per_sample(12, 4), tokens_per_sample(10, 4), tokens_per_sample(4, 4)
+        (3, None, 1)
+    """
+    if size <= 0 or values <= 0 or values % size:
+        return None
+    return values // size
+
+
+def class_index_kept(target: Any, ignore_index: int, shape: torch.Size) -> torch.Tensor | None:
+    """For ``cross_entropy`` / ``nll_loss``: the positions whose class-index target is not ``ignore_index``.
+
+    None for probability (floating) targets or a target not shaped like the unreduced values.
+
+    Example:
+        >>> class_index_kept(torch.tensor([1, -100, 0]), -100, torch.Size([3]))
+        tensor([ True, False,  True])
+    """
+    if not isinstance(target, torch.Tensor) or target.is_floating_point() or target.shape != shape:
+        return None
+    return target != ignore_index
 
 
 def _reduce_unreduced(

@@ -7,6 +7,7 @@ fused reduction on the device, memory is read from the OS every few steps.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Iterable
 
@@ -61,17 +62,30 @@ class _Memory:
         return self._last
 
 
+_gpu_note_given = False
+
+
 def gpu_probe(device: torch.device):
-    """A callable returning (gpu_mem_mb, gpu_util) through NVML, or None without a GPU or pynvml."""
+    """A callable returning (gpu_mem_mb, gpu_util) through NVML, or None without a GPU or pynvml.
+
+    On a CUDA device without ``pynvml`` (``pip install "onthefly-ai[metrics]"``
+    installs nvidia-ml-py, which provides it), or when NVML does not start, the
+    GPU columns stay empty and one line says so, once per process.
+    """
     if device.type != "cuda":
         return None
     try:
         import pynvml
-
+    except ImportError:
+        _gpu_note('GPU metrics (gpu_mem_mb, gpu_util) are off: nvidia-ml-py is not installed; '
+                  'pip install "onthefly-ai[metrics]" to record them')
+        return None
+    try:
         pynvml.nvmlInit()
         index = device.index if device.index is not None else torch.cuda.current_device()
         handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-    except Exception:
+    except Exception as exc:
+        _gpu_note(f"GPU metrics (gpu_mem_mb, gpu_util) are off: NVML did not start ({type(exc).__name__}: {exc})")
         return None
 
     def probe() -> tuple[float, float]:
@@ -80,6 +94,13 @@ def gpu_probe(device: torch.device):
         return mem.used / 2**20, float(util.gpu)
 
     return probe
+
+
+def _gpu_note(message: str) -> None:
+    global _gpu_note_given
+    if not _gpu_note_given:
+        _gpu_note_given = True
+        print(f"[onthefly] {message}", file=sys.stderr, flush=True)
 
 
 class StepMeter:

@@ -1,11 +1,13 @@
 """A Lightning run on two CPU processes (gloo) for the multi-process tests.
 
-usage: lit_ddp_child.py FOLDER EPOCHS STRATEGY [--steer] [--resume REF]
+usage: lit_ddp_child.py FOLDER EPOCHS STRATEGY [--steer] [--resume REF] [--functional]
 
 STRATEGY is "ddp" (Lightning re-runs this script for rank 1) or "ddp_spawn".
 With ``--steer`` rank 0 pauses after step 3, checks that no step passes while
 paused, tests, checkpoints and resumes, writing what it saw to
-``FOLDER/steered.json``. At the end the weights go to ``FOLDER/weights.safetensors``.
+``FOLDER/steered.json``. With ``--functional`` the training step calls
+``F.cross_entropy`` inline and OnTheFly is given ``loss_fn=F.cross_entropy``.
+At the end the weights go to ``FOLDER/weights.safetensors``.
 """
 
 import os
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -22,6 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from onthefly import attach_lightning
 from tests.ddp_parts import Data, save_weights, split, steer
+
+
+FUNCTIONAL = "--functional" in sys.argv
 
 
 class Model(L.LightningModule):
@@ -35,7 +41,7 @@ class Model(L.LightningModule):
 
     def training_step(self, batch, _):
         x, y = batch
-        loss = self.loss(self(x), y)
+        loss = F.cross_entropy(self(x), y) if FUNCTIONAL else self.loss(self(x), y)
         self.log("loss", loss)
         return loss
 
@@ -60,7 +66,8 @@ def main():
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=2, strategy=strategy, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0)
-    otf = attach_lightning(trainer=trainer, model=model, project="lit-ddp", run_name="two-ranks", loss_fn=model.loss,
+    otf = attach_lightning(trainer=trainer, model=model, project="lit-ddp", run_name="two-ranks",
+                           loss_fn=F.cross_entropy if FUNCTIONAL else model.loss,
                            test_loader=DataLoader(test, batch_size=10), do_test_after=True, resume_from=resume)
     if "--steer" in sys.argv and os.environ.get("LOCAL_RANK", "0") == "0":
         threading.Thread(target=steer, args=(otf.session, folder), daemon=True).start()

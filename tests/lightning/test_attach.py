@@ -164,10 +164,10 @@ def test_checkpoints_are_safetensors_holding_lightning_loop_state(tmp_path):
     assert data.scheduler[0]["last_epoch"] == 1
 
 
-def test_a_loss_the_module_does_not_hold_is_refused_with_the_remedy():
+def test_a_loss_the_module_does_not_hold_is_named_with_the_remedy_and_the_fit_goes_on():
     model = TinyClassifier()
-    with pytest.raises(ConfigError, match="self.loss = loss_fn"):
-        attach_lightning(trainer=make_trainer(), model=model, project="p", loss_fn=nn.CrossEntropyLoss())
+    otf = attach_lightning(trainer=make_trainer(), model=model, project="p", loss_fn=nn.CrossEntropyLoss())
+    assert otf._loss_plan.strategy == "none" and "self.loss = loss_fn" in otf._loss_plan.reason
 
 
 def test_attaching_twice_and_fitting_another_model_are_refused():

@@ -99,6 +99,11 @@ def test_ddp_spawn_records_each_sample_once_per_epoch(tmp_path, isolated_store):
     assert (tmp_path / "spawned" / "weights.safetensors").exists()  # the trained weights came back to the caller
 
 
+def test_ddp_spawn_intercepts_an_inline_functional_loss_on_each_rank(tmp_path, isolated_store):
+    launch(tmp_path / "spawned", 1, "ddp_spawn", "--functional")
+    assert per_pass(isolated_store) == [("test", 1, 20, 20), ("train", 0, 131, 131), ("val", 1, 20, 20)]
+
+
 def test_split_train_batches_mark_the_samplers_padding_so_the_union_of_ranks_is_each_sample_once():
     data = TensorDataset(torch.arange(11.0))
     recorded = []
@@ -123,7 +128,7 @@ def test_a_copy_of_the_callback_and_its_loaders_leaves_this_process_state_behind
     twin = copy.deepcopy(otf)
     assert type(twin) is type(otf) and otf._session_store is not None and twin._session_store is None
     assert twin._control is not otf._control and twin.session.status()["state"] == "idle"
-    assert twin._recorder.inner is twin._loss_site[2] and twin._loss_site[0] is twin._module
+    assert twin._loss_capture.recorder.inner is twin._loss_plan.loss and twin._loss_plan.owner is twin._module
 
     batches = track(train, seed=0, split="train")
     batches.set_epoch(2)

@@ -13,6 +13,7 @@ import json
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -101,12 +102,24 @@ def write_rows(table: pa.Table, path: str | os.PathLike[str], *, format: str) ->
     return target.stat().st_size
 
 
-def join_extra_columns(rows: pa.Table, extra: pa.Table) -> pa.Table:
+def _as_table(extra: Any) -> Any:
+    """A pandas DataFrame as a pyarrow table (its index dropped); anything else as it is.
+
+    pandas is not imported here: a DataFrame can only come from a process that has it
+    (``pip install "onthefly-ai[explorer]"``).
+    """
+    if type(extra).__module__.split(".")[0] == "pandas" and type(extra).__name__ == "DataFrame":
+        return pa.Table.from_pandas(extra, preserve_index=False)
+    return extra
+
+
+def join_extra_columns(rows: pa.Table, extra: Any) -> pa.Table:
     """``rows`` with the columns of ``extra`` joined on ``sample_id``, in the order of ``rows``.
 
     Args:
         rows: the exported rows, with a ``sample_id`` column.
-        extra: per-sample fields: a ``sample_id`` column and one row per
+        extra: per-sample fields (a pyarrow table, or a pandas DataFrame with
+            the ``[explorer]`` extra): a ``sample_id`` column and one row per
             sample; samples it lacks get nulls.
 
     Returns:
@@ -121,8 +134,10 @@ def join_extra_columns(rows: pa.Table, extra: pa.Table) -> pa.Table:
         >>> join_extra_columns(rows, pa.table({"sample_id": [1], "tag": ["a"]}))["tag"].to_pylist()
         [None, 'a']
     """
+    extra = _as_table(extra)
     if not isinstance(extra, pa.Table) or "sample_id" not in extra.column_names:
-        raise ConfigError("extra_columns must be a pyarrow.Table with a sample_id column: add one")
+        raise ConfigError("extra_columns must be a pyarrow.Table or a pandas DataFrame with a sample_id column: "
+                          "add one")
     clash = sorted(set(extra.column_names) & set(rows.column_names) - {"sample_id"})
     if clash:
         raise ConfigError(f"extra_columns repeats {clash}: rename those columns")

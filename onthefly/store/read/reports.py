@@ -297,7 +297,7 @@ def export_slice(
     path: str | os.PathLike[str],
     format: str = "csv",
     root: str | os.PathLike[str],
-    extra_columns: pa.Table | None = None,
+    extra_columns: Any = None,
 ) -> dict[str, Any]:
     """Write the rows of a saved slice to a CSV, Parquet or JSON file.
 
@@ -313,7 +313,7 @@ def export_slice(
         path: the file to write; a relative path is taken from ``root``.
         format: ``"csv"``, ``"parquet"`` or ``"json"`` (an array of objects).
         root: the folder the file must land in (the working directory).
-        extra_columns: per-sample fields to add (a table with a
+        extra_columns: per-sample fields to add (a pyarrow table or pandas DataFrame with a
             ``sample_id`` column and one row per sample), joined on
             ``sample_id``; samples it lacks get nulls.
 
