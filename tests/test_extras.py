@@ -57,7 +57,7 @@ def test_gpu_metrics_come_from_nvml_when_it_is_there(fresh_note, monkeypatch, ca
 
 def test_slice_exports_join_a_pandas_dataframe_of_per_sample_fields():
     pd = pytest.importorskip("pandas")
-    from onthefly.store.exports import join_extra_columns
+    from onthefly.store.read.exports import join_extra_columns
 
     rows = pa.table({"sample_id": [2, 1, 3], "loss": [0.5, 0.25, 1.0]})
     joined = join_extra_columns(rows, pd.DataFrame({"sample_id": [1, 2], "path": ["a.png", "b.png"]}, index=[7, 8]))
