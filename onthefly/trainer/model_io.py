@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from onthefly.errors import ConfigError
-from onthefly.trainer.batches import INPUT_KEYS, TARGET_KEYS, describe_structure
+from onthefly.trainer.batches import INPUT_KEYS, TARGET_KEYS, call_model, describe_structure, split_batch
 from onthefly.trainer.losses import LossResult
 from onthefly.trainer.streams import ID_KEYS
 
@@ -73,10 +73,12 @@ __all__ = [
     "IGNORE_INDEX",
     "LABEL_KEYS",
     "TASKS",
+    "Forward",
     "ForwardParams",
     "ModelOutputLoss",
     "SpreadPlan",
     "call_spread",
+    "forward_batch",
     "forward_params",
     "has_logits",
     "output_parts",
@@ -231,6 +233,58 @@ def call_spread(model: Any, batch: Mapping[str, Any], plan: SpreadPlan) -> Any:
     if plan.label_arg is not None:
         kwargs[plan.label_arg] = batch[plan.label_key]
     return model(**kwargs)
+
+
+@dataclass(frozen=True)
+class Forward:
+    """One batch through the model (see :func:`forward_batch`).
+
+    Attributes:
+        output: what the model returned.
+        scores: what a user loss and the classification fields take: the
+            output's ``logits`` when it has them, else the output itself.
+        target: the batch's labels or target (``None`` when it has none).
+        plan: the :class:`SpreadPlan` used, ``None`` on the usual path.
+    """
+
+    output: Any
+    scores: Any
+    target: Any
+    plan: SpreadPlan | None
+
+    def loss_input(self, loss: Any) -> Any:
+        """What ``loss(..., target)`` takes: the whole output for :class:`ModelOutputLoss`, else :attr:`scores`."""
+        return self.output if isinstance(loss, ModelOutputLoss) else self.scores
+
+
+def forward_batch(model: Any, batch: Any) -> Forward:
+    """Run the model's forward on one batch, spread into keywords when :func:`spread_plan` says so.
+
+    On the usual path the batch is split into ``(inputs, target)``
+    (:func:`~onthefly.trainer.batches.split_batch`) and the model called with
+    :func:`~onthefly.trainer.batches.call_model`, exactly as without this module.
+
+    Raises:
+        ConfigError: from ``split_batch`` when the batch is neither spreadable nor ``(inputs, target)``.
+
+    Example:
+        >>> step = forward_batch(nn.Identity(), (torch.ones(2), torch.zeros(2)))
+        >>> step.scores.tolist(), step.target.tolist(), step.plan
+        ([1.0, 1.0], [0.0, 0.0], None)
+    """
+    plan = spread_plan(model, batch)
+    if plan is None:
+        inputs, target = split_batch(batch)
+        output = call_model(model, inputs)
+    else:
+        output = call_spread(model, batch, plan)
+        target = batch[plan.label_key] if plan.label_key is not None else None
+    scores = _logits_field(output) if has_logits(output) else output
+    return Forward(output=output, scores=scores, target=target, plan=plan)
+
+
+def _logits_field(output: Any) -> torch.Tensor:
+    return output["logits"] if isinstance(output, Mapping) else output.logits
 
 
 def has_logits(output: Any) -> bool:
