@@ -150,7 +150,9 @@ def forward_params(model: Any) -> ForwardParams:
 
 @lru_cache(maxsize=256)
 def _params_of_class(cls: type) -> ForwardParams:
-    forward = getattr(cls, "forward", None) or getattr(cls, "__call__", None)
+    forward = getattr(cls, "forward", None)
+    if forward is None:  # a plain callable: its __call__ says what it takes
+        forward = cls.__call__
     try:
         signature = inspect.signature(forward)
     except (TypeError, ValueError):  # a builtin or C forward: nothing known by name

@@ -60,7 +60,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, Subset
 
 from onthefly.errors import ConfigError
-from onthefly.trainer.batches import batch_size_of
 from onthefly.trainer.streams import (
     SampleIds,
     StreamCursor,

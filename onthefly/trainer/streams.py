@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import IterableDataset
 
 from onthefly.errors import ConfigError
 from onthefly.store.checkpoints.tree import flatten

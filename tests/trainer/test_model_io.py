@@ -81,6 +81,7 @@ def test_forward_params_are_read_once_per_class_and_see_kwargs() -> None:
     assert params.var_keyword and not params.required
     assert forward_params(tiny_gpt2()) is params  # cached per class
     assert forward_params(nn.Linear(2, 2)).required == frozenset({"input"})
+    assert forward_params(nn.DataParallel(model)) is params  # wrappers are looked through
 
 
 def test_a_transformers_batch_is_spread_with_labels_and_without_ids() -> None:

@@ -207,7 +207,7 @@ def test_resuming_a_stateful_loader_gives_exactly_the_remaining_batches(tmp_path
     rest = list(pairs)
     assert trained + [values(b) for _, b in rest] == full
     positions = [ids.tolist() for ids, _ in rest]  # the positions the uninterrupted epoch gives these batches
-    assert sum(positions, []) == list(range(4, N))
+    assert [i for p in positions for i in p] == list(range(4, N))
     assert [len(p) for p in positions] == [len(b) for b in full[2:]]
     assert "saved state" in message and "\n" not in message
 
