@@ -84,6 +84,7 @@ __all__ = [
     "output_parts",
     "problem_type_of",
     "sequence_per_sample",
+    "spread_kwargs",
     "spread_plan",
     "task_of",
     "token_per_sample",
@@ -231,10 +232,15 @@ def call_spread(model: Any, batch: Mapping[str, Any], plan: SpreadPlan) -> Any:
         >>> call_spread(nn.Identity(), {"input": torch.ones(1)}, plan).tolist()
         [1.0]
     """
+    return model(**spread_kwargs(batch, plan))
+
+
+def spread_kwargs(batch: Mapping[str, Any], plan: SpreadPlan) -> dict[str, Any]:
+    """The keyword arguments :func:`call_spread` passes (labels under their argument name when planned)."""
     kwargs = {key: batch[key] for key in plan.inputs}
     if plan.label_arg is not None:
         kwargs[plan.label_arg] = batch[plan.label_key]
-    return model(**kwargs)
+    return kwargs
 
 
 @dataclass(frozen=True)
@@ -243,6 +249,9 @@ class Forward:
 
     Attributes:
         output: what the model returned.
+        inputs: what the model was given: the inputs part of ``(inputs, target)``
+            on the usual path, the keyword arguments (labels included when
+            passed) when spread.
         scores: what a user loss and the classification fields take: the
             output's ``logits`` when it has them, else the output itself.
         target: the batch's labels or target (``None`` when it has none).
@@ -250,6 +259,7 @@ class Forward:
     """
 
     output: Any
+    inputs: Any
     scores: Any
     target: Any
     plan: SpreadPlan | None
@@ -279,10 +289,11 @@ def forward_batch(model: Any, batch: Any) -> Forward:
         inputs, target = split_batch(batch)
         output = call_model(model, inputs)
     else:
-        output = call_spread(model, batch, plan)
+        inputs = spread_kwargs(batch, plan)
+        output = model(**inputs)
         target = batch[plan.label_key] if plan.label_key is not None else None
     scores = _logits_field(output) if has_logits(output) else output
-    return Forward(output=output, scores=scores, target=target, plan=plan)
+    return Forward(output=output, inputs=inputs, scores=scores, target=target, plan=plan)
 
 
 def _logits_field(output: Any) -> torch.Tensor:

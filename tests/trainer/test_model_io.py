@@ -136,11 +136,13 @@ def test_forward_batch_spreads_transformers_batches_and_keeps_the_usual_path() -
     batch = {"input_ids": torch.zeros(2, 3, dtype=torch.long), "label": torch.tensor([0, 2])}
     step = forward_batch(model, batch)
     assert step.plan.label_arg == "labels" and step.target is batch["label"]
+    assert step.inputs == {"input_ids": batch["input_ids"], "labels": batch["label"]}
     assert step.scores is step.output.logits and step.output.loss is not None
     assert step.loss_input(ModelOutputLoss(model)) is step.output
     assert step.loss_input(object()) is step.scores  # a user loss gets the logits
     plain = forward_batch(nn.Linear(2, 3), {"x": torch.zeros(4, 2), "y": torch.zeros(4)})
     assert plain.plan is None and plain.scores.shape == (4, 3) and plain.target.shape == (4,)
+    assert plain.inputs.shape == (4, 2)
     with pytest.raises(ConfigError):
         forward_batch(nn.Linear(2, 3), {"features_only": torch.zeros(4, 2)})
 
