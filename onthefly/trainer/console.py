@@ -21,13 +21,15 @@ class Console:
         self._max_epochs: int | None = None
         self._last_postfix_step = -1
 
-    def start(self, max_epochs: int | None, batches_per_epoch: int, epoch: int) -> None:
+    def start(self, max_epochs: int | None, batches_per_epoch: int | None, epoch: int) -> None:
+        """Open the progress bar; ``batches_per_epoch`` is None for a stream without a length (no total)."""
         self._max_epochs = max_epochs
         if self._bar_wanted and self._bar is None:
             from tqdm.auto import tqdm
 
-            total = max_epochs * batches_per_epoch if max_epochs else None
-            self._bar = tqdm(total=total, initial=epoch * batches_per_epoch, unit="batch", file=self._stream,
+            total = max_epochs * batches_per_epoch if max_epochs and batches_per_epoch is not None else None
+            initial = epoch * batches_per_epoch if batches_per_epoch is not None else 0
+            self._bar = tqdm(total=total, initial=initial, unit="batch", file=self._stream,
                              dynamic_ncols=True, leave=True, desc="train")
 
     def step(self, step: int, loss: float) -> None:

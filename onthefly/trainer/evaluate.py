@@ -12,9 +12,10 @@ from typing import Any, Callable
 
 import torch
 
-from .batches import call_model, move_to_device, split_batch
+from .batches import move_to_device
 from .classify import classification_fields
 from .losses import PerSampleLoss
+from .model_io import forward_batch
 from .rng import preserved_rng
 from .sampling import TrackedLoader
 
@@ -36,7 +37,8 @@ def evaluate(
     Args:
         model: the model; its train/eval mode is restored afterwards.
         loader: a tracked loader (sample ids come from its batch sampler).
-        loss: the per-sample loss adapter.
+        loss: the per-sample loss adapter (a PerSampleLoss, or a ModelOutputLoss for a model computing its own).
+            Dict batches a transformers-style forward takes are spread into it (model_io.forward_batch).
         device: where batches go.
         log_rows: called per batch as ``log_rows(sample_id, loss, **classification_fields)``.
         autocast: a context factory (AMP) for the forward pass.
@@ -54,10 +56,10 @@ def evaluate(
             for sample_ids, batch in loader:
                 if should_abort():
                     break
-                inputs, target = split_batch(move_to_device(batch, device))
                 with autocast():
-                    output = call_model(model, inputs)
-                    result = loss(output, target)
+                    step = forward_batch(model, move_to_device(batch, device))
+                    output, target = step.scores, step.target
+                    result = loss(step.loss_input(loss), target)
                 per_sample = result.per_sample.float()
                 fields = classification_fields(output, target) or {}
                 log_rows(sample_ids, per_sample.cpu().numpy(), **fields)

@@ -10,8 +10,20 @@ batches in the order its batch sampler produced them).
 into a ``torch.utils.data.Subset`` (what ``random_split`` returns), nested or
 not, are mapped through to the dataset underneath, so one sample keeps one id
 across the train/val/test splits of a dataset. For an ``IterableDataset`` the
-id is the sample's position in the epoch, in the order batches arrive; it is
-stable only if the dataset yields the same stream every epoch.
+ids come from a key of a dict batch (``sample_id``, ``id``, ``idx``,
+``index``), else from the sample's position in the epoch, in the order batches
+arrive; the position is stable only if the dataset yields the same stream
+every epoch (see :mod:`onthefly.trainer.streams`). A ``sample_ids=`` callable,
+``batch -> ids``, gives the ids of every batch, streams and map-style datasets
+alike.
+
+**Streams.** A stateful loader over an ``IterableDataset`` (``state_dict`` /
+``load_state_dict``, such as torchdata's ``StatefulDataLoader``) is iterated
+as the user built it, so its state is its own and a checkpoint can keep it
+(:meth:`TrackedLoader.stream_position`, :meth:`TrackedLoader.resume`); a
+stateless stream is rebuilt like any loader and resumes by dropping the
+batches already trained. :attr:`TrackedLoader.length` is ``None`` for a
+stream without a length.
 
 **Data order.** Every iteration reseeds a ``torch.Generator`` owned by the
 ``TrackedLoader`` from ``(seed, epoch)``. That generator drives the user's
@@ -48,7 +60,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, Subset
 
 from onthefly.errors import ConfigError
-from onthefly.trainer.batches import batch_size_of
+from onthefly.trainer.streams import (
+    SampleIds,
+    StreamCursor,
+    batch_sample_ids,
+    is_stateful,
+    iterate_stream,
+    loader_length,
+    plan_resume,
+    stream_position,
+)
 
 __all__ = ["TrackedLoader", "epoch_seed", "root_dataset"]
 
@@ -93,6 +114,8 @@ class TrackedLoader:
         loader: the user's ``DataLoader`` (left unchanged). It must batch
             (``batch_size`` or ``batch_sampler`` set).
         seed: the run's seed (>= 0).
+        sample_ids: a function ``batch -> ids`` (one integer per sample) giving
+            the ids of every batch instead of the loader's indices or positions.
 
     Raises:
         ConfigError: for an object that is not a ``DataLoader``, a loader
@@ -107,7 +130,7 @@ class TrackedLoader:
         True
     """
 
-    def __init__(self, loader: DataLoader, *, seed: int) -> None:
+    def __init__(self, loader: DataLoader, *, seed: int, sample_ids: SampleIds | None = None) -> None:
         if not isinstance(loader, DataLoader):
             raise ConfigError(
                 f"expected a torch.utils.data.DataLoader, got {type(loader).__name__}; wrap the data in a DataLoader."
@@ -117,9 +140,18 @@ class TrackedLoader:
                 "the DataLoader was built with batch_size=None (no batching), so samples cannot be "
                 "tracked per batch; pass batch_size=N (or a batch_sampler) to the DataLoader."
             )
+        if sample_ids is not None and not callable(sample_ids):
+            raise ConfigError(
+                f"sample_ids must be a function batch -> ids, got {type(sample_ids).__name__}; "
+                "pass for example sample_ids=lambda batch: batch['uid']."
+            )
         self._seed = _non_negative("seed", seed)
         self._epoch = 0
         self._skip = 0
+        self._sample_ids_fn = sample_ids
+        self._start: int | None = None  # a stream's first position id in the next iteration (resume)
+        self._cursor = StreamCursor()  # a stream's batches and samples of the current iteration read so far
+        self._restored = 0  # batches a restored loader state is past, for the next iteration
         self._user_loader = loader
         self._generator = torch.Generator()
         self._pending: deque[Sequence[Any]] = deque()
@@ -129,7 +161,8 @@ class TrackedLoader:
         if not self._iterable:
             own = _with_generator(loader.batch_sampler, self._generator)
             self._batch_sampler = _RecordingBatchSampler(own, self._pending)
-        self._loader = self._rebuild(loader)
+        self._stateful_stream = self._iterable and is_stateful(loader)
+        self._loader = loader if self._stateful_stream else self._rebuild(loader)
 
     @property
     def loader(self) -> DataLoader:
@@ -147,6 +180,16 @@ class TrackedLoader:
         if self._user_loader.batch_size is not None:
             return self._user_loader.batch_size
         return getattr(self._user_loader.batch_sampler, "batch_size", None)
+
+    @property
+    def length(self) -> int | None:
+        """Batches in a full epoch, or ``None`` for a stream without a length (never raises)."""
+        return loader_length(self._loader)
+
+    @property
+    def is_stream(self) -> bool:
+        """Whether the loader reads an ``IterableDataset``."""
+        return self._iterable
 
     @property
     def epoch(self) -> int:
@@ -185,6 +228,45 @@ class TrackedLoader:
         """
         self._skip = _non_negative("n", n)
 
+    def stream_position(self) -> dict[str, Any] | None:
+        """For a stream: the position a checkpoint keeps (:func:`~onthefly.trainer.streams.stream_position`).
+
+        Returns:
+            ``None`` for a map-style dataset (the epoch, batch and seed say it all);
+            for a stream, the batches and samples of the current iteration handed
+            out so far and, for a stateful loader, its ``state_dict()``.
+        """
+        if not self._iterable:
+            return None
+        return stream_position(self._loader, batches=self._cursor.batches, samples=self._cursor.samples)
+
+    def resume(self, batches: int, *, saved: Any = None) -> str | None:
+        """Make the next iteration resume an epoch after ``batches`` batches already trained.
+
+        A map-style dataset skips them at the batch sampler (:meth:`skip_batches`).
+        A stateful stream loads its state from ``saved`` (the checkpoint's
+        :meth:`stream_position`); another stream reads and drops them.
+
+        Args:
+            batches: batches of the epoch already trained (>= 0).
+            saved: what :meth:`stream_position` returned when the checkpoint was taken.
+
+        Returns:
+            For a stream, one line saying how it resumes (``None`` when ``batches``
+            is 0 and nothing was restored); ``None`` for a map-style dataset.
+
+        Raises:
+            ConfigError: a negative ``batches``; a loader that refuses the saved state.
+        """
+        batches = _non_negative("batches", batches)
+        if not self._iterable:
+            self.skip_batches(batches)
+            return None
+        plan = plan_resume(self._loader, saved if isinstance(saved, dict) else None, batches_seen=batches)
+        self._skip, self._start = plan.skip, plan.start
+        self._restored = batches if plan.restored else 0
+        return plan.message
+
     def __len__(self) -> int:
         """Batches in a full epoch (skipped batches included)."""
         return len(self._loader)
@@ -194,22 +276,23 @@ class TrackedLoader:
         self._generator.manual_seed(epoch_seed(self._seed, self._epoch))
         self._sync_samplers()
         skip, self._skip = self._skip, 0
+        start, self._start = self._start, None
         if self._iterable:
-            yield from self._iterate_stream(skip)
+            # restored from its state, the loader is past the batches already trained; dropped batches count as read
+            restored, self._restored = self._restored, 0
+            self._cursor = StreamCursor(batches=restored)
+            yield from iterate_stream(self._loader, skip=skip, start=start, sample_ids=self._sample_ids_fn,
+                                      cursor=self._cursor)
             return
         self._pending.clear()
         self._batch_sampler.skip = skip
         for batch in self._loader:
-            yield self._sample_ids(self._pending.popleft()), batch
-
-    def _iterate_stream(self, skip: int) -> Iterator[tuple[np.ndarray, Any]]:
-        """Iterable datasets: ids are positions in the epoch."""
-        position = 0
-        for number, batch in enumerate(self._loader):
-            size = batch_size_of(batch)
-            if number >= skip:
-                yield np.arange(position, position + size, dtype=np.int64), batch
-            position += size
+            indices = self._pending.popleft()
+            if self._sample_ids_fn is not None:
+                ids, _ = batch_sample_ids(batch, start=0, sample_ids=self._sample_ids_fn)
+            else:
+                ids = self._sample_ids(indices)
+            yield ids, batch
 
     def _sample_ids(self, indices: Sequence[Any]) -> np.ndarray:
         """Map a batch's dataset indices through any Subset nesting to root indices."""
