@@ -272,7 +272,7 @@ class RankStore:
         if run_id not in {r.id for r in self.catalog.runs()}:
             self.catalog.add_run(run_id=run_id, name=name)
 
-    def settle(self) -> None:
+    def flush(self) -> None:
         """Wait until this rank's queued rows are written (it writes no checkpoints)."""
         self.writer.flush()
 

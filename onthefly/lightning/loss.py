@@ -3,7 +3,7 @@
 :class:`RecordingLoss` takes the place of the user's loss where the module
 holds it (``model.loss``): the module's own ``training_step`` calls it, it
 computes the per-sample values from that one output through
-:class:`~onthefly.trainer.losses.PerSampleLoss` (the model never runs twice)
+:class:`~onthefly.session.losses.PerSampleLoss` (the model never runs twice)
 and hands back the value the module expects. Its parameters and buffers are
 the wrapped loss' own (shared, not copied), so the module's ``state_dict``
 keys do not change while it is in place.
@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..trainer.batches import batch_size_of
-from ..trainer.losses import PerSampleLoss
+from ..session.batches import batch_size_of
+from ..session.losses import PerSampleLoss
 
 __all__ = ["LOSS_NAMES", "RecordingLoss", "find_loss"]
 

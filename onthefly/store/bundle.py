@@ -133,7 +133,7 @@ def snapshot_session(session: SessionStore, *, checkpoint: Callable[[], Any] | N
     """
     if checkpoint is not None:
         checkpoint()
-    session.settle()
+    session.flush()
     return stage_session(session.dir, root=session.store.root)
 
 

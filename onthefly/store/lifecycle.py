@@ -445,7 +445,7 @@ class SessionStore:
                 self._writer = ShardWriter(self.dir, self.catalog)
             return self._writer
 
-    def settle(self) -> None:
+    def flush(self) -> None:
         """Wait until everything handed to the background (shard rows, checkpoint files) is on disk and listed."""
         with self._guard:
             self._require_open()

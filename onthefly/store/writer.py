@@ -496,13 +496,13 @@ class ShardWriter:
             _, key, step, metrics, future = item
             buf = self._samples.pop(key, None)
             built = None if buf is None else self._prepare.submit(samples_part, key, buf.batches)
-            self._commit.submit(self._settle, future, self._end_pass, key, step, metrics, built)
+            self._commit.submit(self._resolve, future, self._end_pass, key, step, metrics, built)
         elif kind == "flush":
             self._submit_due(everything=True)
             self._commit.submit(item[1].set_result, None)
         elif kind == "close":
             self._submit_due(everything=True)
-            self._commit.submit(self._settle, item[1], self._close_files)
+            self._commit.submit(self._resolve, item[1], self._close_files)
             return True
         return False
 
@@ -529,7 +529,7 @@ class ShardWriter:
             self._record(exc)
             return None
 
-    def _settle(self, future: concurrent.futures.Future, fn: Callable, *args: Any) -> None:
+    def _resolve(self, future: concurrent.futures.Future, fn: Callable, *args: Any) -> None:
         try:
             future.set_result(fn(*args))
         except Exception as exc:  # noqa: BLE001 - delivered through the future and the next call

@@ -12,11 +12,11 @@ from typing import Any, Callable
 
 import torch
 
-from .batches import call_model, move_to_device, split_batch
-from .classify import classification_fields
-from .losses import PerSampleLoss
-from .rng import preserved_rng
-from .sampling import TrackedLoader
+from ..session.batches import call_model, move_to_device, split_batch
+from ..session.classify import classification_fields
+from ..session.losses import PerSampleLoss
+from ..session.rng import preserved_rng
+from ..session.sampling import TrackedLoader
 
 __all__ = ["evaluate"]
 

@@ -18,7 +18,7 @@ from onthefly.store.catalog import Catalog
 from onthefly.store.lifecycle import Store
 from onthefly.store.query import sql
 from onthefly.store.reports import report
-from onthefly.trainer.resume import bundle_reference, locate_checkpoint
+from onthefly.session.resume import bundle_reference, locate_checkpoint
 from tests.trainer.fixtures import assert_bitwise_equal, build, loaders
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]

@@ -1,6 +1,6 @@
 """Control of a running fit: what the loop should do at a step boundary.
 
-The decisions are pure functions the loop calls (``stop_reason``,
+The decisions are pure functions the loop calls (``boundary_action``, ``stop_reason``,
 ``validation_due``, ``nonfinite_action``); ``Controller`` holds the flags and
 the queue of operations other threads (the session handle, the dashboard
 link) ask the training thread to run at its next batch boundary.
@@ -18,6 +18,7 @@ from typing import Any, Callable
 __all__ = [
     "STATES",
     "Controller",
+    "boundary_action",
     "stop_reason",
     "validation_due",
     "nonfinite_action",
@@ -25,6 +26,18 @@ __all__ = [
 ]
 
 STATES = ("idle", "running", "paused", "testing", "finished")
+
+
+def boundary_action(*, pause: bool, stop: bool) -> str:
+    """What a batch boundary does with the requests it finds: "stop", "pause" (hold until resumed) or "go".
+
+    Example:
+        >>> boundary_action(pause=True, stop=True), boundary_action(pause=True, stop=False)
+        ('stop', 'pause')
+    """
+    if stop:
+        return "stop"
+    return "pause" if pause else "go"
 
 
 def stop_reason(*, step: int, epoch: int, max_steps: int | None, max_epochs: int | None) -> str | None:

@@ -48,9 +48,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, Subset
 
 from onthefly.errors import ConfigError
-from onthefly.trainer.batches import batch_size_of
+from onthefly.session.batches import batch_size_of
 
-__all__ = ["TrackedLoader", "epoch_seed", "root_dataset"]
+__all__ = ["TrackedLoader", "epoch_seed", "root_dataset", "unpadded"]
 
 _HAS_IN_ORDER = "in_order" in inspect.signature(DataLoader.__init__).parameters
 
@@ -320,3 +320,18 @@ def _non_negative(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ConfigError(f"{name} must be a non-negative integer, got {value!r}; pass for example {name}=0.")
     return int(value)
+
+
+def unpadded(batch: int, *, seen: int, recorded: int | None) -> int:
+    """How many samples of a batch to record: all, except a sampler's padding past ``recorded``.
+
+    ``seen`` counts the samples this rank took earlier in the epoch; ``recorded``
+    is how many of its samples per epoch are real (None: all).
+
+    Example:
+        >>> unpadded(16, seen=60, recorded=66), unpadded(16, seen=0, recorded=None)
+        (6, 16)
+    """
+    if recorded is None:
+        return batch
+    return max(0, min(batch, recorded - seen))
