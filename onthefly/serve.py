@@ -28,15 +28,15 @@ from filelock import FileLock, Timeout
 from onthefly._version import __version__
 from onthefly.errors import OnTheFlyError, StoreError
 from onthefly.store.catalog import Catalog
-from onthefly.store.lifecycle import CATALOG, LOCK, Store
+from onthefly.store.lifecycle import CATALOG, LOCK, StoreRoot
 from onthefly.store.operations import DataOperations
 
-__all__ = ["ServedSession", "open_served", "serve"]
+__all__ = ["ServedHandle", "open_served", "serve"]
 
 SERVED_STATE = "finished"
 
 
-class ServedSession(DataOperations):
+class ServedHandle(DataOperations):
     """The session handle of a session no training process owns (read-only but for slices).
 
     Args:
@@ -48,11 +48,11 @@ class ServedSession(DataOperations):
             dashboard itself).
 
     Example:
-        >>> handle = ServedSession(store.session_dir(sid), store=store)  # doctest: +SKIP
+        >>> handle = ServedHandle(store.session_dir(sid), store=store)  # doctest: +SKIP
         >>> handle.report(split="train")["quantiles"]                     # doctest: +SKIP
     """
 
-    def __init__(self, session_dir: str | os.PathLike[str], *, store: Store) -> None:
+    def __init__(self, session_dir: str | os.PathLike[str], *, store: StoreRoot) -> None:
         self.dir = Path(session_dir)
         self.store = store
         self.id = self.dir.name
@@ -157,7 +157,7 @@ class ServedSession(DataOperations):
                 self._catalog.close()
         self._file_lock.release()
 
-    def __enter__(self) -> ServedSession:
+    def __enter__(self) -> ServedHandle:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -180,7 +180,7 @@ class ServedSession(DataOperations):
         return self._catalog
 
 
-def open_served(target: str | os.PathLike[str] | None, *, store: Store) -> ServedSession:
+def open_served(target: str | os.PathLike[str] | None, *, store: StoreRoot) -> ServedHandle:
     """The handle for ``onthefly serve [SESSION|FILE.zip]``.
 
     Args:
@@ -189,14 +189,14 @@ def open_served(target: str | os.PathLike[str] | None, *, store: Store) -> Serve
         store: the store root.
 
     Returns:
-        An open :class:`ServedSession`; close it when done.
+        An open :class:`ServedHandle`; close it when done.
 
     Raises:
         StoreError: no session, or the session is live.
         BundleError: the bundle cannot be imported.
 
     Example:
-        >>> with open_served("mnist.zip", store=Store()) as handle:  # doctest: +SKIP
+        >>> with open_served("mnist.zip", store=StoreRoot()) as handle:  # doctest: +SKIP
         ...     handle.status()["origin"]
         'imported'
     """
@@ -213,13 +213,13 @@ def open_served(target: str | os.PathLike[str] | None, *, store: Store) -> Serve
         folder = Path(target)
     else:
         folder = store.session_dir(os.fspath(target))
-    return ServedSession(folder, store=store)
+    return ServedHandle(folder, store=store)
 
 
 def serve(
     target: str | os.PathLike[str] | None,
     *,
-    store: Store,
+    store: StoreRoot,
     port: int | None = None,
     until: threading.Event | None = None,
     printer: Callable[[str], None] = print,
@@ -237,7 +237,7 @@ def serve(
         StoreError, BundleError, ConfigError: before serving starts.
 
     Example:
-        >>> serve("mnist.zip", store=Store())  # doctest: +SKIP
+        >>> serve("mnist.zip", store=StoreRoot())  # doctest: +SKIP
         [onthefly] serving session 20250101-120000-a1b2c3 (mnist) read-only ...
     """
     from onthefly.link import DashboardLink

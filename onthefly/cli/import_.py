@@ -8,7 +8,7 @@ import os
 from typing import Any, TextIO
 
 from onthefly.store.bundle import import_bundle, read_manifest
-from onthefly.store.lifecycle import Store
+from onthefly.store.lifecycle import StoreRoot
 
 __all__ = ["add_import", "run_import"]
 
@@ -36,7 +36,7 @@ def run_import(args: argparse.Namespace, out: TextIO) -> int:
 
     from onthefly.cli.main import session_json
 
-    store = Store(args.home)
+    store = StoreRoot(args.home)
     manifest = read_manifest(args.bundle)
     session_id = manifest["session"]["id"]
     existed = os.path.lexists(store.sessions_dir / session_id)

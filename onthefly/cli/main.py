@@ -33,10 +33,10 @@ from onthefly.cli.serve import add_serve
 from onthefly.cli.sessions import add_pin, add_rm, add_unpin
 from onthefly.cli.tables import render_table
 from onthefly.errors import ConfigError, OnTheFlyError
-from onthefly.store.lifecycle import Store
+from onthefly.store.lifecycle import StoreRoot
 from onthefly.store.query import json_rows, query_table
 from onthefly.store.query import sql as open_sql
-from onthefly.store.records import SessionEntry
+from onthefly.store.records import SessionListing
 from onthefly.store.reports import write_rows
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -64,7 +64,7 @@ def add_ls(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run_ls(args: argparse.Namespace, out: TextIO) -> int:
-    store = Store(args.home)
+    store = StoreRoot(args.home)
     entries = store.list_sessions()
     if args.json:
         json.dump([session_json(e) for e in entries], out, indent=2)
@@ -78,7 +78,7 @@ def run_ls(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def session_json(entry: SessionEntry) -> dict[str, Any]:
+def session_json(entry: SessionListing) -> dict[str, Any]:
     """A session entry as JSON: id, folder, flags, project and runs."""
     return {
         "id": entry.id,
@@ -92,7 +92,7 @@ def session_json(entry: SessionEntry) -> dict[str, Any]:
     }
 
 
-def session_text(entry: SessionEntry) -> str:
+def session_text(entry: SessionListing) -> str:
     """A session entry as text: one line for the session, one per run under it."""
     flags = [flag for flag, on in (("live", entry.live), ("pinned", entry.pinned)) if on]
     head = f"{entry.id}  {entry.project or '?'}" + (f"  [{', '.join(flags)}]" if flags else "")

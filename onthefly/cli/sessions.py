@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, TextIO
 
-from onthefly.store.lifecycle import Store
+from onthefly.store.lifecycle import StoreRoot
 
 __all__ = ["add_rm", "add_pin", "add_unpin", "run_rm", "run_pin", "run_unpin"]
 
@@ -54,7 +54,7 @@ def add_unpin(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run_rm(args: argparse.Namespace, out: TextIO) -> int:
-    store = Store(args.home)
+    store = StoreRoot(args.home)
     folders = [store.session_dir(session_id) for session_id in args.sessions]  # all exist before any goes
     for folder in folders:
         store.remove(folder.name)
@@ -63,7 +63,7 @@ def run_rm(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def run_pin(args: argparse.Namespace, out: TextIO) -> int:
-    store = Store(args.home)
+    store = StoreRoot(args.home)
     folders = [store.session_dir(session_id) for session_id in args.sessions]
     for folder in folders:
         store.pin(folder.name)
@@ -72,7 +72,7 @@ def run_pin(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def run_unpin(args: argparse.Namespace, out: TextIO) -> int:
-    store = Store(args.home)
+    store = StoreRoot(args.home)
     folders = [store.session_dir(session_id) for session_id in args.sessions]
     for folder in folders:
         store.unpin(folder.name)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from .. import distributed as dist
 from ..errors import ConfigError
+from ..store.records import PassKey
 
 __all__ = ["Lead", "Ranks", "Serve", "SingleProcess", "TorchRanks", "join_ranks"]
 
@@ -96,7 +97,7 @@ class Ranks(Protocol):
     def split_batches(self, batches: Any, *, seed: int) -> None:
         """Make Lightning's tracked train loader iterate this rank's part of the data."""
 
-    def summarise_pass(self, sealed: concurrent.futures.Future, files: Any, key: Any, step: int,
+    def summarise_pass(self, sealed: concurrent.futures.Future, files: Any, key: PassKey, step: int,
                        metrics: dict | None, done: Callable[[concurrent.futures.Future], None]) -> None:
         """Once a train pass is sealed on every rank, ``done`` gets the summary of every rank's rows."""
 
@@ -158,7 +159,7 @@ class SingleProcess:
     def split_batches(self, batches: Any, *, seed: int) -> None:
         pass
 
-    def summarise_pass(self, sealed: concurrent.futures.Future, files: Any, key: Any, step: int,
+    def summarise_pass(self, sealed: concurrent.futures.Future, files: Any, key: PassKey, step: int,
                        metrics: dict | None, done: Callable[[concurrent.futures.Future], None]) -> None:
         sealed.add_done_callback(done)
 
@@ -192,7 +193,7 @@ class TorchRanks:
             where = {"dir": str(files.dir), "id": files.id}
         where = self._coll.broadcast_json(where)
         if files is None:
-            files = dist.RankStore(Path(where["dir"]), session_id=where["id"], project=project, rank=self.rank)
+            files = dist.RankFiles(Path(where["dir"]), session_id=where["id"], project=project, rank=self.rank)
         return files
 
     def from_leader(self, compute: Callable[[], Any]) -> Any:
@@ -280,7 +281,7 @@ class TorchRanks:
     def split_batches(self, batches: Any, *, seed: int) -> None:
         batches.distribute(rank=self.rank, world_size=self.world_size, seed=seed)
 
-    def summarise_pass(self, sealed: concurrent.futures.Future, files: Any, key: Any, step: int,
+    def summarise_pass(self, sealed: concurrent.futures.Future, files: Any, key: PassKey, step: int,
                        metrics: dict | None, done: Callable[[concurrent.futures.Future], None]) -> None:
         sealed.result()  # this rank's pass is sealed and listed
         self._coll.barrier()

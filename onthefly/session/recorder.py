@@ -41,7 +41,8 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import ConfigError, OnTheFlyError
-from ..store.lifecycle import SessionStore, Store
+from ..store.lifecycle import SessionFiles, StoreRoot
+from ..store.records import PassKey
 from .console import Console
 from .control import Controller, boundary_action
 from .held import HeldBatch, Holding, merged
@@ -88,7 +89,7 @@ class Recorder:
 
         self.project = project
         self.run_name = run_name or "run"
-        self.store = Store(home)
+        self.store = StoreRoot(home)
         self.ranks: Ranks = SingleProcess()
         self.run_id: str | None = None
         self.last_checkpoint: str | None = None
@@ -103,7 +104,7 @@ class Recorder:
         self.session = SessionHandle(self)
 
     def _make_process_local(self) -> None:
-        self._files: SessionStore | None = None
+        self._files: SessionFiles | None = None
         self._link = None
         self.control = Controller()
         self.control.on_state(self._on_state)
@@ -146,7 +147,7 @@ class Recorder:
             self.console = Console(enabled=False, stream=io.StringIO())
 
     # -- the session's files -------------------------------------------------------------
-    def files(self) -> SessionStore:
+    def files(self) -> SessionFiles:
         """The session's files, opened on first use (cleaning up earlier sessions).
 
         Raises:
@@ -158,7 +159,7 @@ class Recorder:
             self._files = self._open_session()
         return self._files
 
-    def _open_session(self) -> SessionStore:
+    def _open_session(self) -> SessionFiles:
         # Opening a session cleans up earlier ones; a resume checkpoint is already in memory by then.
         files = self.store.open_session(self.project, meta={"argv": sys.argv})
         atexit.register(self.close)
@@ -426,7 +427,7 @@ class Recorder:
         self.hand_over()
         sealed = self.files().writer.end_pass(self.run_id, split, epoch, step, metrics=metrics)
         if split == "train":
-            self.ranks.summarise_pass(sealed, self._files, (self.run_id, split, int(epoch)), step, metrics,
+            self.ranks.summarise_pass(sealed, self._files, PassKey(self.run_id, split, int(epoch)), step, metrics,
                                       self._summary_done)
         else:
             sealed.add_done_callback(self._summary_done)
@@ -657,7 +658,7 @@ class Recorder:
             self.console.warn(message, level=level)
 
 
-def _ensure_run(files: SessionStore, run: dict[str, Any]) -> None:
+def _ensure_run(files: SessionFiles, run: dict[str, Any]) -> None:
     """Copy the resumed-from run's record into this session so lineage resolves here."""
     known = {r.id for r in files.catalog.runs()}
     if run["id"] not in known:

@@ -22,7 +22,7 @@ import torch
 from ..errors import ConfigError, OnTheFlyError
 from ..store.catalog import Catalog
 from ..store.checkpoints import CheckpointData, load_checkpoint
-from ..store.lifecycle import Store
+from ..store.lifecycle import StoreRoot
 
 __all__ = ["ResumePoint", "locate_checkpoint", "apply_checkpoint", "bundle_reference"]
 
@@ -35,7 +35,7 @@ class ResumePoint:
     run: dict[str, Any] | None  # the run the checkpoint belongs to: id, name, kind, status
 
 
-def locate_checkpoint(resume_from: str | os.PathLike[str], *, store: Store) -> ResumePoint:
+def locate_checkpoint(resume_from: str | os.PathLike[str], *, store: StoreRoot) -> ResumePoint:
     """Read the checkpoint ``resume_from`` names.
 
     Raises:
@@ -78,7 +78,7 @@ def bundle_reference(ref: str) -> tuple[str, str | None] | None:
     return ref[: cut + 4], ref[cut + 5 :] or None
 
 
-def _from_bundle(bundle: str, run_ref: str | None, store: Store) -> ResumePoint:
+def _from_bundle(bundle: str, run_ref: str | None, store: StoreRoot) -> ResumePoint:
     from ..store.bundle import import_bundle
 
     entry = import_bundle(bundle, store=store)
@@ -107,7 +107,7 @@ def _read(catalog: Catalog, session_dir: Path, checkpoint_id: str, session_id: s
     )
 
 
-def _by_checkpoint_id(checkpoint_id: str, store: Store) -> ResumePoint:
+def _by_checkpoint_id(checkpoint_id: str, store: StoreRoot) -> ResumePoint:
     for entry in store.list_sessions():
         if entry.error:
             continue
@@ -124,7 +124,7 @@ def _by_checkpoint_id(checkpoint_id: str, store: Store) -> ResumePoint:
     )
 
 
-def _by_run(session_id: str, run_ref: str, store: Store) -> ResumePoint:
+def _by_run(session_id: str, run_ref: str, store: StoreRoot) -> ResumePoint:
     session_dir = store.session_dir(session_id)
     with Catalog.open(session_dir / "catalog.sqlite", readonly=True) as catalog:
         runs = catalog.runs()

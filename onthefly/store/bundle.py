@@ -49,10 +49,10 @@ from onthefly.store.bundle_import import import_bundle, read_manifest
 from onthefly.store.bundle_pipeline import write_zip
 from onthefly.store.bundle_staging import fsync_folder, link_or_copy, new_scratch, remove_scratch
 from onthefly.store.catalog import Catalog
-from onthefly.store.records import CheckpointInfo, RunInfo, SessionInfo
+from onthefly.store.records import CheckpointInfo, RunInfo, SessionRecord
 
 if TYPE_CHECKING:
-    from onthefly.store.lifecycle import SessionStore, Store
+    from onthefly.store.lifecycle import SessionFiles, StoreRoot
 
 __all__ = [
     "StagedFile",
@@ -97,7 +97,7 @@ class Snapshot:
     """
 
     dir: Path
-    session: SessionInfo
+    session: SessionRecord
     runs: tuple[RunInfo, ...]
     files: tuple[StagedFile, ...]
     schema: str
@@ -110,7 +110,7 @@ class Snapshot:
 # -- phase 1: the snapshot ------------------------------------------------------
 
 
-def snapshot_session(session: SessionStore, *, checkpoint: Callable[[], Any] | None = None) -> Snapshot:
+def snapshot_session(session: SessionFiles, *, checkpoint: Callable[[], Any] | None = None) -> Snapshot:
     """Stage a live session owned by this process (run it on the training thread).
 
     Args:
@@ -400,7 +400,7 @@ def _file_entry(f: StagedFile, digest: str) -> dict[str, Any]:
 def export_session(
     session: str | os.PathLike[str] | None,
     *,
-    store: Store,
+    store: StoreRoot,
     path: str | os.PathLike[str],
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
@@ -425,7 +425,7 @@ def export_session(
         ConfigError: a bad ``path``.
 
     Example:
-        >>> export_session(None, store=Store(), path="latest.zip")["runs"]  # doctest: +SKIP
+        >>> export_session(None, store=StoreRoot(), path="latest.zip")["runs"]  # doctest: +SKIP
         2
     """
     _zip_target(path)  # refuse a bad path before any work
