@@ -15,6 +15,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..errors import OnTheFlyError
+
 __all__ = [
     "STATES",
     "Controller",
@@ -26,6 +28,8 @@ __all__ = [
 ]
 
 STATES = ("idle", "running", "paused", "testing", "finished")
+
+_OPERATION_TIMEOUT = 600.0  # seconds an operation may wait for the training thread's next boundary
 
 
 def boundary_action(*, pause: bool, stop: bool) -> str:
@@ -93,6 +97,7 @@ class Controller:
         self._accepting = False
         self.training_thread: int | None = None
         self._listeners: list[Callable[[str], None]] = []
+        self._finished_waiting = False
 
     # -- state ---------------------------------------------------------------
     @property
@@ -152,6 +157,11 @@ class Controller:
     def boundary_wanted(self) -> bool:
         """Something for the next batch boundary: a queued operation, a pause or a stop."""
         return self._pause_requested or self._stop_requested or not self._commands.empty()
+
+    @property
+    def finished_waiting(self) -> bool:
+        """The run finished and the training thread waits for more epochs (:meth:`wait_for_more_epochs`)."""
+        return self._finished_waiting
 
     def take_extension(self) -> int:
         with self._lock:
@@ -225,3 +235,65 @@ class Controller:
                     return
                 if self._commands.empty():
                     self._lock.wait(poll)
+
+    # -- what the training thread does with the requests --------------------
+    def serve_boundary(self, *, on_pause: Callable[[str], None], hold: Callable[[], None] | None,
+                       heartbeat: float) -> bool:
+        """A batch boundary (training thread): run queued operations, hold while paused.
+
+        ``on_pause("paused")`` and ``on_pause("running")`` are called around a
+        pause; while paused, ``hold()`` (when given) is called every
+        ``heartbeat`` seconds (rank 0 tells the other ranks to keep waiting).
+
+        Returns:
+            True: the loop goes on; False: stop now.
+        """
+        self.service()
+        if boundary_action(pause=self.pause_requested, stop=self.stop_requested) == "pause":
+            on_pause("paused")
+            self.set_state("paused")
+            while boundary_action(pause=self.pause_requested, stop=self.stop_requested) == "pause":
+                if hold is None:
+                    self.wait_while_paused()
+                    continue
+                deadline = time.monotonic() + heartbeat
+                self.wait_while_paused(keep_waiting=lambda until=deadline: time.monotonic() < until)
+                if boundary_action(pause=self.pause_requested, stop=self.stop_requested) == "pause":
+                    hold()
+            if not self.stop_requested:
+                on_pause("running")
+                self.set_state("running")
+        return not self.stop_requested
+
+    def wait_for_more_epochs(self, *, keep_waiting: Callable[[], bool]) -> int:
+        """After a finished run (training thread): stay paused while ``keep_waiting()``; the epochs a
+        resume asked for (0: finish)."""
+        self._finished_waiting = True
+        self.request_pause()
+        self.set_state("paused")
+        try:
+            self.wait_while_paused(keep_waiting=keep_waiting)
+        finally:
+            self._finished_waiting = False
+        extra = self.take_extension()
+        if self.stop_requested or self.pause_requested:
+            return 0
+        if extra:
+            self.set_state("running")
+        return extra
+
+    def run_operation(self, name: str, run: Callable[[], Any], *, lock: Any) -> Any:
+        """Run ``run`` on the training thread at its next boundary, or here under ``lock`` when none serves.
+
+        Raises:
+            OnTheFlyError: the operation did not start within 10 minutes.
+        """
+        future = None if self.on_training_thread() else self.submit(name, run)
+        if future is None:
+            with lock:
+                return run()
+        try:
+            return future.result(timeout=_OPERATION_TIMEOUT)
+        except TimeoutError as exc:  # pragma: no cover - a step longer than the timeout
+            raise OnTheFlyError(f"{name} did not start within {_OPERATION_TIMEOUT:.0f} s: "
+                                "the current step is still running") from exc

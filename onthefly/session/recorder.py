@@ -29,7 +29,6 @@ what is the business of its :class:`~onthefly.session.ranks.Ranks`.
 from __future__ import annotations
 
 import atexit
-import math
 import os
 import socket
 import sys
@@ -40,21 +39,22 @@ from contextlib import contextmanager
 from typing import Any
 
 from .._version import __version__
-from ..errors import ConfigError, OnTheFlyError
+from ..errors import ConfigError
 from ..store.lifecycle import SessionFiles, StoreRoot
 from ..store.records import PassKey
 from .console import Console
-from .control import Controller, boundary_action
+from .control import Controller
 from .held import HeldBatch, Holding, merged
+from .payloads import checkpoint_payload, epoch_payload, status_payload, test_payload
 from .ranks import CHECKPOINT, TEST, Ranks, SingleProcess
+from .resume import ensure_run
 from .rng import capture_rng
 from .rows import BatchRows
-from .state import Position, TrainingState, written_in_background
+from .state import Position, TrainingState, checkpoint_parts, written_in_background
 
 __all__ = ["Recorder"]
 
 _HEARTBEAT = 5.0  # seconds between the words rank 0 sends the other ranks while paused
-_OPERATION_TIMEOUT = 600.0
 _GRACE = 10.0  # seconds a finished run waits for a dashboard that went away to come back
 
 
@@ -110,7 +110,6 @@ class Recorder:
         self.control.on_state(self._on_state)
         self._model_lock = threading.RLock()
         self._fitting = False
-        self._finished_waiting = False
         self._told_to_stop = False  # another rank: rank 0 said stop
         self.console = Console(enabled=self._progress)
         self._rows = Holding(self._log_rows)  # per-sample rows, handed to the writer a few batches at a time
@@ -230,14 +229,14 @@ class Recorder:
         def add_run() -> str:
             links = tuple(parents)
             if resume is not None and resume.run is not None:
-                _ensure_run(files, resume.run)
+                ensure_run(files.catalog, resume.run)
                 links += ((resume.run["id"], "resumed_from"),)
             return files.catalog.add_run(name=name, kind=kind, parents=links, config=config, hparams=hparams).id
 
         run_id = self.ranks.from_leader(add_run)
         self.ranks.adopt_run(files, run_id, name)
         self.run_id = run_id
-        self._run = {"name": name, "kind": kind, "config": config}
+        self._run = {"id": run_id, "name": name, "kind": kind, "config": config}
         self._recorded = Position()
         self._batch_rows.reset()
         self._notify("run", self._run_payload(run_id))
@@ -304,20 +303,12 @@ class Recorder:
         Raises:
             OnTheFlyError: the operation did not start within 10 minutes.
         """
-        future = None if self.control.on_training_thread() else self.control.submit(name, run)
-        if future is None:
-            with self._model_lock:
-                return run()
-        try:
-            return future.result(timeout=_OPERATION_TIMEOUT)
-        except TimeoutError as exc:  # pragma: no cover - a step longer than the timeout
-            raise OnTheFlyError(f"{name} did not start within {_OPERATION_TIMEOUT:.0f} s: "
-                                "the current step is still running") from exc
+        return self.control.run_operation(name, run, lock=self._model_lock)
 
     @property
     def waiting_for_more_work(self) -> bool:
         """The run finished and stays open (paused) for a dashboard that may ask for more epochs."""
-        return self._finished_waiting
+        return self.control.finished_waiting
 
     @property
     def fitting(self) -> bool:
@@ -341,23 +332,7 @@ class Recorder:
         return go_on
 
     def _lead_boundary(self, hold: Callable[[], None] | None) -> bool:
-        control = self.control
-        control.service()
-        if boundary_action(pause=control.pause_requested, stop=control.stop_requested) == "pause":
-            self._record_pause("paused")
-            control.set_state("paused")
-            while boundary_action(pause=control.pause_requested, stop=control.stop_requested) == "pause":
-                if hold is None:
-                    control.wait_while_paused()
-                    continue
-                deadline = time.monotonic() + _HEARTBEAT
-                control.wait_while_paused(keep_waiting=lambda until=deadline: time.monotonic() < until)
-                if boundary_action(pause=control.pause_requested, stop=control.stop_requested) == "pause":
-                    hold()  # the other ranks keep waiting
-            if not control.stop_requested:
-                self._record_pause("running")
-                control.set_state("running")
-        return not control.stop_requested
+        return self.control.serve_boundary(on_pause=self._record_pause, hold=hold, heartbeat=_HEARTBEAT)
 
     def _serve(self, command: int, arg: int) -> None:
         """A rank other than 0 joins the operation rank 0 announced."""
@@ -482,14 +457,8 @@ class Recorder:
         if rng is None or taken is None:
             return {}
         files = self._files
-        run = self._run
-        extra = {**(taken.extra or {}), "session_id": files.id, "step": taken.step, "epoch": taken.epoch,
-                 "run": {"id": self.run_id, "name": run.get("name", self.run_name), "kind": run.get("kind", "base"),
-                         "status": "running"},
-                 "config": run.get("config"), "version": __version__}
-        parts = {"run_id": self.run_id, "step": taken.step, "epoch": taken.epoch, "model": taken.model,
-                 "optimizer": taken.optimizer, "scheduler": taken.scheduler, "scaler": taken.scaler, "rng": rng,
-                 "sampler": taken.sampler, "extra": extra}
+        run = {"id": self.run_id, "name": self.run_name, "kind": "base", **self._run}
+        parts = checkpoint_parts(taken, rng=rng, session_id=files.id, run=run, version=__version__)
         checkpoints = files.checkpoints
         if written_in_background(reason):
             future = checkpoints.save_in_background(reason=reason, **parts)
@@ -506,8 +475,7 @@ class Recorder:
 
     def _record_checkpoint(self, info, reason: str) -> dict[str, Any]:
         self.last_checkpoint = info.id
-        payload = {"id": info.id, "run": info.run_id, "step": info.step, "epoch": info.epoch,
-                   "reason": reason, "path": info.path, "bytes": info.bytes}
+        payload = checkpoint_payload(info, reason)
         self._notify("checkpoint", payload)
         return payload
 
@@ -542,10 +510,6 @@ class Recorder:
         link = self._link
         if link is None or not link.connected:
             return 0
-        self._finished_waiting = True
-        control = self.control
-        control.request_pause()
-        control.set_state("paused")
         self.console.note("run finished; waiting for the dashboard (resume to train more, stop to exit)")
         grace = {"until": time.monotonic() + _GRACE}
 
@@ -555,14 +519,7 @@ class Recorder:
                 return True
             return time.monotonic() < grace["until"]
 
-        control.wait_while_paused(keep_waiting=still_wanted)
-        self._finished_waiting = False
-        extra = control.take_extension()
-        if control.stop_requested or control.pause_requested:
-            return 0
-        if extra:
-            control.set_state("running")
-        return extra
+        return self.control.wait_for_more_epochs(keep_waiting=still_wanted)
 
     def finish(self, status: str) -> None:
         """End the run: every row written, its status set ("finished" or "stopped"), the dashboard told."""
@@ -597,26 +554,21 @@ class Recorder:
 
     def _record_test(self, split: str, result: dict[str, Any]) -> dict[str, Any]:
         pos = self.position()
-        loss = result["loss"]
-        finite = loss is not None and math.isfinite(loss)
+        payload = test_payload(run_id=self.run_id, split=split, position=pos, result=result)
         self._files.catalog.add_test(run_id=self.run_id, step=pos.step, epoch=pos.epoch, split=split,
-                                     loss=loss if finite else None, metrics=result["metrics"])
-        payload = {"run": self.run_id, "split": split, "step": pos.step, "epoch": pos.epoch,
-                   "loss": loss if finite else None, "metrics": result["metrics"], "count": result["count"]}
+                                     loss=payload["loss"], metrics=result["metrics"])
         self._notify("test", payload)
         shown = "".join(f" · {k} {v:.4f}" for k, v in result["metrics"].items() if isinstance(v, float))
-        self.console.note(f"{split} loss {loss:.4f}{shown}" if finite else f"{split} loss not finite{shown}")
+        loss = payload["loss"]
+        self.console.note(f"{split} loss {loss:.4f}{shown}" if loss is not None else f"{split} loss not finite{shown}")
         return payload
 
     def status(self) -> dict[str, Any]:
         """``{state, step, epoch, session, run, project, pid, max_epochs, checkpoint}``."""
-        pos = self.position()
         files = self._files
-        return {
-            "state": self.control.state, "step": pos.step, "epoch": pos.epoch,
-            "session": files.id if files else None, "run": self.run_id, "project": self.project,
-            "pid": os.getpid(), "max_epochs": pos.max_epochs, "checkpoint": self.last_checkpoint,
-        }
+        return status_payload(state=self.control.state, position=self.position(),
+                              session_id=files.id if files else None, run_id=self.run_id, project=self.project,
+                              checkpoint=self.last_checkpoint)
 
     def runs(self) -> list[dict[str, Any]]:
         """Every run of the session, as the dashboard shows them."""
@@ -630,13 +582,7 @@ class Recorder:
     def _summary_done(self, future) -> None:
         if future.exception() is not None:
             return
-        s = future.result()
-        self._notify("epoch", {
-            "run": s.run_id, "split": s.split, "epoch": s.epoch, "step": s.step, "count": s.count,
-            "mean": s.mean, "min": s.min, "max": s.max,
-            "quantiles": {"p10": s.p10, "p50": s.p50, "p90": s.p90, "p99": s.p99},
-            "hist": {"edges": s.hist_edges, "counts": s.hist_counts}, "metrics": s.metrics,
-        })
+        self._notify("epoch", epoch_payload(future.result()))
 
     def _on_state(self, state: str) -> None:
         if self._files is not None and self.run_id is not None:
@@ -657,10 +603,3 @@ class Recorder:
         if level in ("warning", "error"):
             self.console.warn(message, level=level)
 
-
-def _ensure_run(files: SessionFiles, run: dict[str, Any]) -> None:
-    """Copy the resumed-from run's record into this session so lineage resolves here."""
-    known = {r.id for r in files.catalog.runs()}
-    if run["id"] not in known:
-        files.catalog.add_run(run_id=run["id"], name=run.get("name") or "run", kind="imported",
-                              status=run.get("status") or "finished", config=run.get("config"))

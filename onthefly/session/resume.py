@@ -24,7 +24,7 @@ from ..store.catalog import Catalog
 from ..store.checkpoints import CheckpointData, load_checkpoint
 from ..store.lifecycle import StoreRoot
 
-__all__ = ["ResumePoint", "locate_checkpoint", "apply_checkpoint", "bundle_reference"]
+__all__ = ["ResumePoint", "apply_checkpoint", "bundle_reference", "ensure_run", "locate_checkpoint"]
 
 
 @dataclass(frozen=True)
@@ -165,3 +165,10 @@ def apply_checkpoint(data: CheckpointData, *, model: torch.nn.Module, optimizer,
         scheduler.load_state_dict(data.scheduler)
     if scaler is not None and data.scaler is not None:
         scaler.load_state_dict(data.scaler)
+
+
+def ensure_run(catalog: Catalog, run: dict[str, Any]) -> None:
+    """Copy the resumed-from run's record (``ResumePoint.run``) into a session's catalog, so lineage resolves there."""
+    if run["id"] not in {r.id for r in catalog.runs()}:
+        catalog.add_run(run_id=run["id"], name=run.get("name") or "run", kind="imported",
+                        status=run.get("status") or "finished", config=run.get("config"))
