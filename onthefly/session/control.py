@@ -249,6 +249,8 @@ class Controller:
             True: the loop goes on; False: stop now.
         """
         self.service()
+        if not self._pause_requested or self._stop_requested:  # the usual case: nothing to hold for
+            return not self._stop_requested
         if boundary_action(pause=self.pause_requested, stop=self.stop_requested) == "pause":
             on_pause("paused")
             self.set_state("paused")

@@ -41,8 +41,9 @@ class Ranks(Protocol):
     leader: bool
     """True on the process that owns the session's catalog, its checkpoints, the link and the console."""
 
-    def open_files(self, open_session: Callable[[], Any], *, project: str) -> Any:
-        """The session's files: ``open_session()`` on rank 0, this rank's folder in it elsewhere."""
+    def open_files(self, open_session: Callable[[], Any], *, existing: Any, project: str) -> Any:
+        """The session's files: ``open_session()`` on rank 0, this rank's folder in it elsewhere
+        (``existing`` when this rank opened it before)."""
 
     def from_leader(self, compute: Callable[[], Any]) -> Any:
         """``compute()`` run on rank 0 only, its JSON-able result on every rank."""
@@ -74,8 +75,9 @@ class Ranks(Protocol):
     def checkpoint_rng(self, rng: dict) -> dict | None:
         """The RNG state a checkpoint holds (every rank's generators), on the rank that writes it; else None."""
 
-    def agree_on_step(self, finite: bool, boundary_wanted: bool) -> bool:
-        """Whether the batch's loss is finite on every rank (and note if rank 0 wants the next boundary)."""
+    def agree_on_step(self, finite: bool, control: Any) -> bool:
+        """Whether the batch's loss is finite on every rank; notes whether rank 0's ``control``
+        (its :class:`~onthefly.session.control.Controller`) wants the next boundary."""
 
     def boundary(self, lead: Lead, serve: Serve) -> bool:
         """The batch boundary: rank 0 runs ``lead``, the others do what it says. True: the loop goes on."""
@@ -108,7 +110,7 @@ class SingleProcess:
     leader = True
     rank, world_size = 0, 1
 
-    def open_files(self, open_session: Callable[[], Any], *, project: str) -> Any:
+    def open_files(self, open_session: Callable[[], Any], *, existing: Any, project: str) -> Any:
         return open_session()
 
     def from_leader(self, compute: Callable[[], Any]) -> Any:
@@ -141,7 +143,7 @@ class SingleProcess:
     def checkpoint_rng(self, rng: dict) -> dict | None:
         return rng
 
-    def agree_on_step(self, finite: bool, boundary_wanted: bool) -> bool:
+    def agree_on_step(self, finite: bool, control: Any) -> bool:
         return finite
 
     def boundary(self, lead: Lead, serve: Serve) -> bool:
@@ -185,15 +187,12 @@ class TorchRanks:
         self._leading = False  # rank 0 serves a boundary the other ranks wait at
         self._agreed: bool | None = None  # rank 0 wants the next boundary (None: not agreed this batch)
 
-    def open_files(self, open_session: Callable[[], Any], *, project: str) -> Any:
-        where = None
-        files = None
-        if self.leader:
-            files = open_session()
-            where = {"dir": str(files.dir), "id": files.id}
-        where = self._coll.broadcast_json(where)
+    def open_files(self, open_session: Callable[[], Any], *, existing: Any, project: str) -> Any:
+        files = open_session() if self.leader else None
+        where = self._coll.broadcast_json({"dir": str(files.dir), "id": files.id} if self.leader else None)
         if files is None:
-            files = dist.RankFiles(Path(where["dir"]), session_id=where["id"], project=project, rank=self.rank)
+            files = existing if existing is not None else dist.RankFiles(
+                Path(where["dir"]), session_id=where["id"], project=project, rank=self.rank)
         return files
 
     def from_leader(self, compute: Callable[[], Any]) -> Any:
@@ -238,8 +237,8 @@ class TorchRanks:
             return None
         return {**rng, "ranks": [dist.unpack_rng(state) for state in states]}
 
-    def agree_on_step(self, finite: bool, boundary_wanted: bool) -> bool:
-        finite, wanted = self._coll.step_agreement(finite, boundary_wanted)
+    def agree_on_step(self, finite: bool, control: Any) -> bool:
+        finite, wanted = self._coll.step_agreement(finite, self.leader and control.boundary_wanted)
         self._agreed = wanted or bool(self._agreed)
         return finite
 

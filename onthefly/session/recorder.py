@@ -44,6 +44,7 @@ from ..store.lifecycle import SessionFiles, StoreRoot
 from ..store.records import PassKey
 from .console import Console
 from .control import Controller
+from .handle import SessionHandle
 from .held import HeldBatch, Holding, merged
 from .payloads import checkpoint_payload, epoch_payload, status_payload, test_payload
 from .ranks import CHECKPOINT, TEST, Ranks, SingleProcess
@@ -85,8 +86,6 @@ class Recorder:
                  test: Callable[[str], dict[str, Any]] | None = None,
                  checkpoint: Callable[[str], dict[str, Any]] | None = None,
                  on_rows: Callable[[str, Any], None] | None = None) -> None:
-        from .handle import SessionHandle
-
         self.project = project
         self.run_name = run_name or "run"
         self.store = StoreRoot(home)
@@ -99,7 +98,7 @@ class Recorder:
         self._position = position
         self._test, self._checkpoint, self._on_rows = test, checkpoint, on_rows
         self._run: dict[str, Any] = {}  # the open run's name, kind and config (checkpoints keep them)
-        self._recorded = Position()  # the position when no ``position`` is given
+        self._last_step: dict[str, Any] | None = None  # the last step row (the position when none is given)
         self._make_process_local()
         self.session = SessionHandle(self)
 
@@ -115,11 +114,12 @@ class Recorder:
         self._rows = Holding(self._log_rows)  # per-sample rows, handed to the writer a few batches at a time
         self._holdings: list[Holding] = [self._rows]
         self._batch_rows = BatchRows()
+        self._lead, self._serve_command = self._lead_boundary, self._serve  # made once: called every batch
 
     # ddp_spawn sends the trainer, and so its callback and recorder, to each new process: what belongs
     # to this process (files, link, threads, locks) stays here and is made anew there.
     _PROCESS_LOCAL = ("_files", "_link", "control", "_model_lock", "console", "session", "_rows", "_holdings",
-                      "_batch_rows", "ranks")
+                      "_batch_rows", "ranks", "_lead", "_serve_command")
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(vars(self))
@@ -128,8 +128,6 @@ class Recorder:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        from .handle import SessionHandle
-
         vars(self).update(state)
         self.ranks = SingleProcess()
         self._make_process_local()
@@ -220,11 +218,11 @@ class Recorder:
             The run's id.
         """
         name = name or self.run_name
-        files = self._files
-        if files is None:
-            files = self._files = self.ranks.open_files(self._open_session, project=self.project)
-            if not self.ranks.leader:
-                atexit.register(self.close)
+        opened = self._files
+        files = self._files = self.ranks.open_files(lambda: opened if opened is not None else self._open_session(),
+                                                    existing=opened, project=self.project)
+        if opened is None and not self.ranks.leader:
+            atexit.register(self.close)
 
         def add_run() -> str:
             links = tuple(parents)
@@ -237,7 +235,7 @@ class Recorder:
         self.ranks.adopt_run(files, run_id, name)
         self.run_id = run_id
         self._run = {"id": run_id, "name": name, "kind": kind, "config": config}
-        self._recorded = Position()
+        self._last_step = None
         self._batch_rows.reset()
         self._notify("run", self._run_payload(run_id))
         return run_id
@@ -326,7 +324,7 @@ class Recorder:
 
     def boundary(self) -> bool:
         """The batch boundary: run queued operations, hold while paused. True: the loop goes on; False: stop now."""
-        go_on = self.ranks.boundary(self._lead_boundary, self._serve)
+        go_on = self.ranks.boundary(self._lead, self._serve_command)
         if not go_on:
             self._told_to_stop = True
         return go_on
@@ -343,7 +341,7 @@ class Recorder:
 
     def agree_on_step(self, finite: bool) -> bool:
         """Whether the batch's loss is finite on every rank (call once a batch, after the forward pass)."""
-        return self.ranks.agree_on_step(finite, self.control.boundary_wanted)
+        return self.ranks.agree_on_step(finite, self.control)
 
     def records(self, what: str) -> bool:
         """Whether this process records ``what``: a split's rows ("train", "val", "test") or the step
@@ -381,7 +379,7 @@ class Recorder:
         if self._link is not None:
             self._link.push_step(row)
         self.console.step(row["step"], row["loss"])
-        self._recorded = Position(int(row["step"]), int(row.get("epoch") or 0), None)
+        self._last_step = row
 
     def record_steps(self, rows: list[dict[str, Any]]) -> None:
         """Log several steps' rows at once (see :meth:`record_step`)."""
@@ -392,7 +390,7 @@ class Recorder:
             if self._link is not None:
                 self._link.push_step(row)
             self.console.step(row["step"], row["loss"])
-        self._recorded = Position(int(rows[-1]["step"]), int(rows[-1].get("epoch") or 0), None)
+        self._last_step = rows[-1]
 
     def end_pass(self, split: str, epoch: int, step: int, *, metrics: dict | None = None) -> None:
         """Seal a pass (its rows become one sorted shard) and send the dashboard its summary.
@@ -490,7 +488,7 @@ class Recorder:
         """
         while do_test_after:
             self.final_test(has_test())
-            more = self.ranks.more_work(self._wait_for_more_work, self._serve)
+            more = self.ranks.more_work(self._wait_for_more_work, self._serve_command)
             if not more:
                 return
             yield more
@@ -545,7 +543,11 @@ class Recorder:
 
     # -- events and what the dashboard reads --------------------------------------------------------
     def position(self) -> Position:
-        return self._position() if self._position is not None else self._recorded
+        """Where training is: from the loop's ``position``, else the last step row recorded."""
+        if self._position is not None:
+            return self._position()
+        row = self._last_step
+        return Position() if row is None else Position(int(row["step"]), int(row.get("epoch") or 0))
 
     def _record_pause(self, status: str) -> None:
         self._files.catalog.set_run_status(self.run_id, status)

@@ -370,8 +370,8 @@ def test_the_host_and_device_margin_paths_agree() -> None:
 
 
 def test_cpu_scores_with_few_classes_go_to_the_writer_which_derives_the_same_fields() -> None:
-    from onthefly.store.scores import fields_from_scores
     from onthefly.session.classify import DEFERRED_MAX_CLASSES, scores_deferred
+    from onthefly.store.scores import fields_from_scores
 
     logits = torch.randn(6, 4, requires_grad=True)
     target = torch.tensor([0, 1, 2, 3, 0, 1])

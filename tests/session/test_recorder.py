@@ -81,6 +81,6 @@ def test_a_boundary_decides_stop_over_pause():
 def test_one_process_answers_every_rank_question_trivially():
     ranks = SingleProcess()
     assert ranks.leader and ranks.records("val") and ranks.announce(3)
-    assert ranks.from_leader(lambda: {"a": 1}) == {"a": 1} and ranks.agree_on_step(False, True) is False
+    assert ranks.from_leader(lambda: {"a": 1}) == {"a": 1} and ranks.agree_on_step(False, None) is False
     assert ranks.boundary(lambda hold: hold is None, lambda command, arg: None)
     assert ranks.own_rng({"python": 1}) == {"python": 1} and ranks.recorded(None) is None
