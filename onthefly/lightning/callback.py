@@ -108,7 +108,7 @@ class LightningSession:
 
     def _make_process_local(self) -> None:
         self.session = self.recorder.session
-        self._recording_loss = RecordingLoss(self._loss_site[2], claim=self.claim, record=self.record)
+        self._recording_loss = RecordingLoss(self._loss_site.loss, claim=self.claim, record=self.record)
         self._steps = Holding(self._log_steps)  # step rows, their loss and gradient norm still tensors
         self.recorder.flushes(self._steps)
 

@@ -12,7 +12,7 @@ keys do not change while it is in place.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..session.batches import batch_size_of
 from ..session.losses import PerSampleLoss
 
-__all__ = ["LOSS_NAMES", "RecordingLoss", "find_loss"]
+__all__ = ["LOSS_NAMES", "LossSite", "RecordingLoss", "find_loss"]
 
 LOSS_NAMES = ("loss", "loss_fn", "criterion", "loss_func")
 """Attribute names searched for the loss when ``loss_fn`` is not given."""
@@ -30,8 +30,16 @@ LOSS_NAMES = ("loss", "loss_fn", "criterion", "loss_func")
 _UNSET = object()
 
 
-def find_loss(model: nn.Module, loss_fn: Any = None) -> tuple[nn.Module, str, Any]:
-    """Where the module holds its loss: ``(owner, attribute, loss)``.
+class LossSite(NamedTuple):
+    """Where a module holds its loss: ``owner.<attribute>`` is ``loss``."""
+
+    owner: nn.Module
+    attribute: str
+    loss: Any
+
+
+def find_loss(model: nn.Module, loss_fn: Any = None) -> LossSite:
+    """Where the module holds its loss.
 
     With ``loss_fn`` given, the attribute holding that very object (on the
     module or any submodule); without, the first of :data:`LOSS_NAMES` on the
@@ -49,7 +57,7 @@ def find_loss(model: nn.Module, loss_fn: Any = None) -> tuple[nn.Module, str, An
         for name in LOSS_NAMES:
             value = getattr(model, name, None)
             if callable(value) and not _is_bound_method_of(value, model):
-                return model, name, value
+                return LossSite(model, name, value)
         raise ConfigError(
             f"attach_lightning(loss_fn=None) found no loss on {type(model).__name__} (looked for "
             f"{', '.join(LOSS_NAMES)}): pass loss_fn=model.<attribute>, the loss your training_step calls"
@@ -57,7 +65,7 @@ def find_loss(model: nn.Module, loss_fn: Any = None) -> tuple[nn.Module, str, An
     for prefix, module in model.named_modules():
         for name, value in list(module._modules.items()) + list(vars(module).items()):
             if value is loss_fn:
-                return module, name, value
+                return LossSite(module, name, value)
     raise ConfigError(
         f"loss_fn ({type(loss_fn).__name__}) is not an attribute of {type(model).__name__}, so OnTheFly cannot "
         "see the per-sample losses of the training forward pass: set it in __init__ (self.loss = loss_fn), "

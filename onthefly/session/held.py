@@ -25,12 +25,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-__all__ = ["HOLD_SECONDS", "HOLD_STEPS", "HeldBatch", "Holding", "merged"]
+__all__ = ["HOLD_SECONDS", "HOLD_STEPS", "HeldBatch", "Holding", "PassColumns", "merged"]
 
 HOLD_STEPS = 16
 """Batches held before they are handed to the writer together."""
@@ -84,8 +84,17 @@ def _own(values: Any) -> Any:
     return np.array(values, copy=True)
 
 
-def merged(batches: Sequence[HeldBatch]) -> list[tuple[str, str, int, dict[str, Any]]]:
-    """Runs of consecutive batches with the same layout, each as ``(run_id, split, epoch, log_samples kwargs)``.
+class PassColumns(NamedTuple):
+    """The rows of consecutive held batches of one pass, as one ``log_samples`` call takes them."""
+
+    run_id: str
+    split: str
+    epoch: int
+    columns: dict[str, Any]
+
+
+def merged(batches: Sequence[HeldBatch]) -> list[PassColumns]:
+    """Runs of consecutive batches with the same layout, each as one :class:`PassColumns`.
 
     The kwargs hold numpy arrays copied out of the tensors (``sample_id``,
     ``loss``, one ``step`` per row, and ``label``/``scores`` or the fields),
@@ -103,7 +112,7 @@ def merged(batches: Sequence[HeldBatch]) -> list[tuple[str, str, int, dict[str, 
         end = start + 1
         while end < len(batches) and batches[end].layout() == layout:
             end += 1
-        out.append((*layout[:3], _columns(batches[start:end])))
+        out.append(PassColumns(*layout[:3], _columns(batches[start:end])))
         start = end
     return out
 
