@@ -208,7 +208,7 @@ class Controller:
     def service(self) -> int:
         """Run the queued operations (training thread only). Returns how many ran."""
         ran = 0
-        while True:
+        while self._commands.qsize():  # the usual case, nothing queued, costs no exception
             try:
                 command = self._commands.get_nowait()
             except queue.Empty:
@@ -220,6 +220,7 @@ class Controller:
                 command.future.set_result(command.run())
             except BaseException as exc:  # handed to the caller, never kills training
                 command.future.set_exception(exc)
+        return ran
 
     def wait_while_paused(self, *, keep_waiting: Callable[[], bool] | None = None, poll: float = 0.2) -> None:
         """Hold the training thread while paused, still serving queued operations.
