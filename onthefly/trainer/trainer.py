@@ -2,9 +2,12 @@
 live per-sample loss, pause/resume/test at batch boundaries, and checkpoints
 that resume bitwise.
 
-The loop reads top to bottom in ``_fit``: set up, then epochs of steps, then
-the end-of-run test. Per-sample loss comes from the training forward pass
-itself; sample ids come from the loader's batch sampler.
+The loop reads top to bottom from ``fit``: set up (``_prepare``), then epochs
+of steps (``_run``, ``_train_epoch``, ``_train_step``), then the end-of-run
+test. Per-sample loss comes from the training forward pass itself; sample ids
+come from the loader's batch sampler. Everything recorded goes through the
+trainer's :class:`~onthefly.session.recorder.Recorder`; what each process of a
+multi-process run does differently is its ``Ranks``' business.
 """
 
 from __future__ import annotations
