@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))  # this checkout's onthefly, not whichever is inst
 from onthefly.store.bundle.export import export_session  # noqa: E402
 from onthefly.store.bundle.import_ import import_bundle  # noqa: E402
 from onthefly.store.layout import catalog_path, samples_folder  # noqa: E402
-from onthefly.store.lifecycle import Store  # noqa: E402
+from onthefly.store.lifecycle import StoreRoot  # noqa: E402
 from onthefly.store.shards.parts import PARQUET_OPTIONS, ROW_GROUP_ROWS  # noqa: E402
 from onthefly.store.shards.schema import SAMPLES_SCHEMA  # noqa: E402
 
@@ -52,7 +52,7 @@ SHARD_ROWS = 1_000_000  # about 7 MB of Parquet a shard
 SHARD_SHARE = 0.6
 
 
-def build_session(store: Store, megabytes: int) -> tuple[str, list[Path]]:
+def build_session(store: StoreRoot, megabytes: int) -> tuple[str, list[Path]]:
     """A closed session of about ``megabytes`` MB; returns its id and its data files."""
     rng = np.random.default_rng(0)
     shard_bytes = int(megabytes * SHARD_SHARE) << 20
@@ -136,7 +136,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="onthefly-bundle-bench-", dir=args.dir))
     try:
-        store = Store(work / "store")
+        store = StoreRoot(work / "store")
         session_id, files = build_session(store, args.mb)
         folder = store.session_dir(session_id)
         total = sum(p.stat().st_size for p in files)
@@ -161,7 +161,7 @@ def main() -> None:
             copy_cpu.append(cc)
             ratios.append(c / e)
             shutil.rmtree(copy_dir)
-            target = Store(work / f"imported{i}")
+            target = StoreRoot(work / f"imported{i}")
             imports.append(timed(lambda: import_bundle(bundle, store=target)))
             shutil.rmtree(target.root)
             bundle.unlink()

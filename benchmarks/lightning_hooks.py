@@ -40,7 +40,7 @@ def main() -> None:
 
     from onthefly.lightning import callback, loss
     from onthefly.store.shards import writer
-    from onthefly.trainer import losses
+    from onthefly.session import losses
 
     durations: dict[str, list[float]] = collections.defaultdict(list)
 
@@ -62,7 +62,7 @@ def main() -> None:
     losses.PerSampleLoss.__call__ = timed("PerSampleLoss.__call__", losses.PerSampleLoss.__call__)
     writer.ShardWriter.log_samples = timed("ShardWriter.log_samples", writer.ShardWriter.log_samples)
     writer.ShardWriter.log_steps = timed("ShardWriter.log_steps", writer.ShardWriter.log_steps)
-    from onthefly.trainer import classify, held
+    from onthefly.session import classify, held
 
     held.Holding.add = timed("Holding.add (rows, steps)", held.Holding.add)
     held.Holding.release = timed("Holding.release (rows, steps)", held.Holding.release)

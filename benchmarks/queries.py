@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's onthefly, not whichever is installed
 
 from onthefly.store.layout import samples_folder  # noqa: E402
-from onthefly.store.lifecycle import Store  # noqa: E402
+from onthefly.store.lifecycle import StoreRoot  # noqa: E402
 from onthefly.store.read import query, reports  # noqa: E402
 from onthefly.store.records import EpochSummary  # noqa: E402
 from onthefly.store.shards.parts import PARQUET_OPTIONS, ROW_GROUP_ROWS  # noqa: E402
@@ -64,7 +64,7 @@ def build_session(root: Path, rows: int) -> tuple[Path, str]:
     """A session with ``rows`` per-sample rows over EPOCHS epochs; returns (folder, run id)."""
     per_epoch = rows // EPOCHS
     rng = np.random.default_rng(0)
-    with Store(root).open_session("bench", cleanup=False) as session:
+    with StoreRoot(root).open_session("bench", cleanup=False) as session:
         run_id = session.catalog.add_run(name="bench").id
         steps_per_epoch = -(-per_epoch // BATCH)
         for epoch in range(EPOCHS):

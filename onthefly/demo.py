@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Hardest training samples of epoch {last} (label noise shows up here):")
     print(con.sql("SELECT sample_id, round(loss, 3) AS loss, label, pred FROM samples "
                   "WHERE split = 'train' AND epoch = ? ORDER BY loss DESC LIMIT 5", params=[last]))
-    print(f"Session stored in {os.path.relpath(trainer._session_store.dir)}; "
+    print(f"Session stored in {os.path.relpath(trainer.session.dir)}; "
           "`onthefly ls` lists it, `onthefly sql` queries it.")
     trainer.close()
 

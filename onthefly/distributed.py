@@ -9,7 +9,7 @@ The rules, in one place:
   and stop at the same step, and none is left waiting inside a collective.
 - **Every rank writes its own rows.** Rank ``r > 0`` writes its per-sample
   Parquet shards under ``ranks/<r>/`` of the session folder, listed in a
-  catalog of its own (:class:`RankStore`); readers list the shards of every
+  catalog of its own (:class:`RankFiles`); readers list the shards of every
   rank catalog next to the session's (see :mod:`onthefly.store.read.query`).
   :func:`distributed_loader` gives each rank a disjoint part of the data; the
   padding ``DistributedSampler`` adds to even out ranks is trained on but not
@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from .errors import ConfigError
 from .store.catalog.catalog import Catalog
 from .store.layout import catalog_path, rank_catalogs, rank_dir
-from .store.records import EpochSummary
+from .store.records import EpochSummary, PassKey
 from .store.shards.parts import pass_summary, read_parquet
 from .store.shards.schema import SAMPLES_SCHEMA
 from .store.shards.writer import ShardWriter
@@ -53,7 +53,7 @@ __all__ = [
     "TEST",
     "Collective",
     "DistInfo",
-    "RankStore",
+    "RankFiles",
     "detect",
     "distributed_loader",
     "pack_rng",
@@ -246,7 +246,7 @@ def recorded_count(sampler: Any, *, rank: int) -> int | None:
     return len(range(rank, len(sampler.dataset), sampler.num_replicas))
 
 
-class RankStore:
+class RankFiles:
     """Where rank ``r > 0`` writes: ``<session>/ranks/<r>/`` with its own catalog and shard writer.
 
     Only this rank's process writes there; the session's catalog stays rank 0's.
@@ -272,7 +272,7 @@ class RankStore:
         if run_id not in {r.id for r in self.catalog.runs()}:
             self.catalog.add_run(run_id=run_id, name=name)
 
-    def settle(self) -> None:
+    def flush(self) -> None:
         """Wait until this rank's queued rows are written (it writes no checkpoints)."""
         self.writer.flush()
 
@@ -281,7 +281,7 @@ class RankStore:
         self.catalog.close()
 
 
-def union_pass_summary(session_dir: Path, catalog: Catalog, key: tuple[str, str, int], step: int,
+def union_pass_summary(session_dir: Path, catalog: Catalog, key: PassKey, step: int,
                        metrics: dict | None) -> EpochSummary:
     """The summary of one pass over the rows of every rank, stored in the session catalog.
 

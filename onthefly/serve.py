@@ -29,15 +29,15 @@ from onthefly._version import __version__
 from onthefly.errors import OnTheFlyError, StoreError
 from onthefly.store.catalog.catalog import Catalog
 from onthefly.store.layout import CATALOG, LOCK
-from onthefly.store.lifecycle import Store
+from onthefly.store.lifecycle import StoreRoot
 from onthefly.store.read.operations import DataOperations
 
-__all__ = ["ServedSession", "open_served", "serve"]
+__all__ = ["ServedHandle", "open_served", "serve"]
 
 SERVED_STATE = "finished"
 
 
-class ServedSession(DataOperations):
+class ServedHandle(DataOperations):
     """The session handle of a session no training process owns (read-only but for slices).
 
     Args:
@@ -49,11 +49,11 @@ class ServedSession(DataOperations):
             dashboard itself).
 
     Example:
-        >>> handle = ServedSession(store.session_dir(sid), store=store)  # doctest: +SKIP
+        >>> handle = ServedHandle(store.session_dir(sid), store=store)  # doctest: +SKIP
         >>> handle.report(split="train")["quantiles"]                     # doctest: +SKIP
     """
 
-    def __init__(self, session_dir: str | os.PathLike[str], *, store: Store) -> None:
+    def __init__(self, session_dir: str | os.PathLike[str], *, store: StoreRoot) -> None:
         self.dir = Path(session_dir)
         self.store = store
         self.id = self.dir.name
@@ -158,7 +158,7 @@ class ServedSession(DataOperations):
                 self._catalog.close()
         self._file_lock.release()
 
-    def __enter__(self) -> ServedSession:
+    def __enter__(self) -> ServedHandle:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -181,7 +181,7 @@ class ServedSession(DataOperations):
         return self._catalog
 
 
-def open_served(target: str | os.PathLike[str] | None, *, store: Store) -> ServedSession:
+def open_served(target: str | os.PathLike[str] | None, *, store: StoreRoot) -> ServedHandle:
     """The handle for ``onthefly serve [SESSION|FILE.zip]``.
 
     Args:
@@ -190,14 +190,14 @@ def open_served(target: str | os.PathLike[str] | None, *, store: Store) -> Serve
         store: the store root.
 
     Returns:
-        An open :class:`ServedSession`; close it when done.
+        An open :class:`ServedHandle`; close it when done.
 
     Raises:
         StoreError: no session, or the session is live.
         BundleError: the bundle cannot be imported.
 
     Example:
-        >>> with open_served("mnist.zip", store=Store()) as handle:  # doctest: +SKIP
+        >>> with open_served("mnist.zip", store=StoreRoot()) as handle:  # doctest: +SKIP
         ...     handle.status()["origin"]
         'imported'
     """
@@ -214,13 +214,13 @@ def open_served(target: str | os.PathLike[str] | None, *, store: Store) -> Serve
         folder = Path(target)
     else:
         folder = store.session_dir(os.fspath(target))
-    return ServedSession(folder, store=store)
+    return ServedHandle(folder, store=store)
 
 
 def serve(
     target: str | os.PathLike[str] | None,
     *,
-    store: Store,
+    store: StoreRoot,
     port: int | None = None,
     until: threading.Event | None = None,
     printer: Callable[[str], None] = print,
@@ -238,7 +238,7 @@ def serve(
         StoreError, BundleError, ConfigError: before serving starts.
 
     Example:
-        >>> serve("mnist.zip", store=Store())  # doctest: +SKIP
+        >>> serve("mnist.zip", store=StoreRoot())  # doctest: +SKIP
         [onthefly] serving session 20250101-120000-a1b2c3 (mnist) read-only ...
     """
     from onthefly.link import DashboardLink

@@ -28,7 +28,7 @@ def test_the_explorer_and_metrics_extras_are_declared():
 
 @pytest.fixture
 def fresh_note(monkeypatch):
-    from onthefly.trainer import metrics
+    from onthefly.session import metrics
 
     monkeypatch.setattr(metrics, "_gpu_note_given", False)
     return metrics

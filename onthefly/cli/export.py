@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 from onthefly.errors import StoreError
 from onthefly.store.bundle.export import export_session
-from onthefly.store.lifecycle import Store
+from onthefly.store.lifecycle import StoreRoot
 
 __all__ = ["add_export", "run_export", "human_bytes"]
 
@@ -37,7 +37,7 @@ def add_export(commands: Any, common: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace, out: TextIO) -> int:
     from tqdm import tqdm
 
-    store = Store(args.home)
+    store = StoreRoot(args.home)
     folder = _session_folder(store, args.session)
     output = args.output or f"{folder.name}.zip"
     if store.is_live(folder.name):
@@ -55,7 +55,7 @@ def run_export(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _session_folder(store: Store, session: str | None) -> Path:
+def _session_folder(store: StoreRoot, session: str | None) -> Path:
     if session is None:
         newest = store.newest()
         if newest is None:

@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 from onthefly.cli.sessions import session_json
 from onthefly.store.bundle.import_ import import_bundle, read_manifest
-from onthefly.store.lifecycle import Store
+from onthefly.store.lifecycle import StoreRoot
 
 __all__ = ["add_import", "run_import"]
 
@@ -35,7 +35,7 @@ def add_import(commands: Any, common: argparse.ArgumentParser) -> None:
 def run_import(args: argparse.Namespace, out: TextIO) -> int:
     from tqdm import tqdm
 
-    store = Store(args.home)
+    store = StoreRoot(args.home)
     manifest = read_manifest(args.bundle)
     session_id = manifest["session"]["id"]
     existed = os.path.lexists(store.sessions_dir / session_id)

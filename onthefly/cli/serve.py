@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any, TextIO
 
-from onthefly.store.lifecycle import Store
+from onthefly.store.lifecycle import StoreRoot
 
 __all__ = ["add_serve", "run_serve"]
 
@@ -40,7 +40,7 @@ def run_serve(args: argparse.Namespace, out: TextIO) -> int:
         print(line, file=sys.stderr, flush=True)
 
     try:
-        serve(args.target, store=Store(args.home), port=args.port, printer=say)
+        serve(args.target, store=StoreRoot(args.home), port=args.port, printer=say)
     except KeyboardInterrupt:
         say("[onthefly] stopped serving")
     return 0

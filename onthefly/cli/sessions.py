@@ -6,8 +6,8 @@ import argparse
 import json
 from typing import Any, TextIO
 
-from onthefly.store.lifecycle import Store
-from onthefly.store.records import SessionEntry
+from onthefly.store.lifecycle import StoreRoot
+from onthefly.store.records import SessionListing
 
 __all__ = [
     "add_ls",
@@ -39,7 +39,7 @@ def add_ls(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run_ls(args: argparse.Namespace, out: TextIO) -> int:
-    store = Store(args.home)
+    store = StoreRoot(args.home)
     entries = store.list_sessions()
     if args.json:
         json.dump([session_json(e) for e in entries], out, indent=2)
@@ -53,7 +53,7 @@ def run_ls(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def session_json(entry: SessionEntry) -> dict[str, Any]:
+def session_json(entry: SessionListing) -> dict[str, Any]:
     """A session entry as JSON: id, folder, flags, project and runs."""
     return {
         "id": entry.id,
@@ -67,7 +67,7 @@ def session_json(entry: SessionEntry) -> dict[str, Any]:
     }
 
 
-def session_text(entry: SessionEntry) -> str:
+def session_text(entry: SessionListing) -> str:
     """A session entry as text: one line for the session, one per run under it."""
     flags = [flag for flag, on in (("live", entry.live), ("pinned", entry.pinned)) if on]
     head = f"{entry.id}  {entry.project or '?'}" + (f"  [{', '.join(flags)}]" if flags else "")
@@ -130,7 +130,7 @@ def add_unpin(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run_rm(args: argparse.Namespace, out: TextIO) -> int:
-    store = Store(args.home)
+    store = StoreRoot(args.home)
     folders = [store.session_dir(session_id) for session_id in args.sessions]  # all exist before any goes
     for folder in folders:
         store.remove(folder.name)
@@ -139,7 +139,7 @@ def run_rm(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def run_pin(args: argparse.Namespace, out: TextIO) -> int:
-    store = Store(args.home)
+    store = StoreRoot(args.home)
     folders = [store.session_dir(session_id) for session_id in args.sessions]
     for folder in folders:
         store.pin(folder.name)
@@ -148,7 +148,7 @@ def run_pin(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def run_unpin(args: argparse.Namespace, out: TextIO) -> int:
-    store = Store(args.home)
+    store = StoreRoot(args.home)
     folders = [store.session_dir(session_id) for session_id in args.sessions]
     for folder in folders:
         store.unpin(folder.name)

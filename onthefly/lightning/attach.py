@@ -26,9 +26,8 @@ from torch import nn
 
 from .._version import __version__
 from ..errors import ConfigError
-from ..trainer.factory import clone_model, resolve_model_factory
-from ..trainer.resume import locate_checkpoint
-from ..trainer.trainer import _ensure_run
+from ..session.factory import clone_model, resolve_model_factory
+from ..session.resume import locate_checkpoint
 from .callback import LightningSession
 from .checkpoint import RESUME_PATH, StoreCheckpointIO, from_store
 from .loaders import LightningBatches, track
@@ -43,6 +42,7 @@ def attach_lightning(
     trainer: Any,
     model: Any,
     project: str,
+    *,
     run_name: str | None = None,
     train_loader: Any = None,
     val_loader: Any = None,
@@ -51,7 +51,6 @@ def attach_lightning(
     loss_fn: Any = None,
     do_test_after: bool = False,
     model_factory: Any = None,
-    *,
     resume_from: str | os.PathLike[str] | None = None,
     seed: int = 0,
     checkpoint_every_n_epochs: int = 1,
@@ -88,6 +87,8 @@ def attach_lightning(
         home: the store root (default ./.onthefly or $ONTHEFLY_HOME).
         dashboard_port / connect_dashboard: where to look for the dashboard, and whether to.
         progress: OnTheFly's own progress bar (off: Lightning shows one).
+
+    Every option after ``project`` is keyword-only.
 
     Returns:
         The callback; ``callback.session`` pauses, resumes, tests, checkpoints and queries.
@@ -205,7 +206,7 @@ class LightningRun(LightningSession):
         train, val, datamodule = self._hand_loaders(model, train_dataloaders, val_dataloaders, datamodule)
         resume = None
         if ckpt_path is None and self._resume_from is not None:
-            resume = locate_checkpoint(self._resume_from, store=self._store)
+            resume = locate_checkpoint(self._resume_from, store=self.recorder.store)
             ckpt_path = RESUME_PATH
         strategy = trainer.strategy
         previous_io = strategy.checkpoint_io
@@ -223,47 +224,29 @@ class LightningRun(LightningSession):
                 self._handed.clear()
                 self._resume = None
             return
+        recorder = self.recorder
         self._open_run(resume)
-        self._control.reset()
-        self._control.begin()
-        self._fitting = True
-        reached_end = False
         try:
-            self._start_link()
-            self._control.set_state("running")
-            with self._loss_in_place():
-                self._lightning_fit(model, train, val, datamodule, ckpt_path, **kwargs)
-                reached_end = not self._control.stop_requested and not trainer.interrupted
-                while reached_end and self._do_test_after:
-                    self._test_after()
-                    more = self._wait_for_more_work()
-                    if not more:
-                        break
-                    trainer.fit_loop.max_epochs = int(trainer.current_epoch) + more
-                    self._lightning_fit(model, train, val, datamodule, **kwargs)
-                self._save_checkpoint("final")
-            self._finish_run("finished" if reached_end else "stopped")
-        except BaseException as exc:
-            self._fail(exc)
-            raise
+            with recorder.training():
+                recorder.connect()
+                recorder.set_state("running")
+                with self._loss_in_place():
+                    self._lightning_fit(model, train, val, datamodule, ckpt_path, **kwargs)
+                    reached_end = not recorder.stop_requested and not trainer.interrupted
+                    if reached_end:
+                        for more in recorder.more_epochs(do_test_after=self._do_test_after, has_test=self._has_test):
+                            trainer.fit_loop.max_epochs = int(trainer.current_epoch) + more
+                            self._lightning_fit(model, train, val, datamodule, **kwargs)
+                    self._save_checkpoint("final")
+                recorder.finish("finished" if reached_end else "stopped")
         finally:
             strategy.checkpoint_io = previous_io
             self._unwrap_hooks()
             self._handed.clear()
-            self._fitting = False
             self._in_loop = False
-            self._control.end()
-            if self._session_store is not None:
-                self._release_rows()
-                self._session_store.settle()
 
     def _open_run(self, resume: Any) -> None:
         trainer = self._trainer
-        store = self._require_store()
-        parents: tuple = ()
-        if resume is not None and resume.run is not None:
-            _ensure_run(store, resume)
-            parents = ((resume.run["id"], "resumed_from"),)
         self._config = {
             "framework": type(trainer).__module__.split(".")[0], "max_epochs": trainer.max_epochs,
             "max_steps": trainer.max_steps, "seed": self._seed, "do_test_after": self._do_test_after,
@@ -271,27 +254,16 @@ class LightningRun(LightningSession):
             "strategy": type(trainer.strategy).__name__, "world_size": int(trainer.world_size),
             "checkpoint_every_n_epochs": self._every, "version": __version__,
         }
-        run = store.catalog.add_run(name=self._run_name, kind="base", parents=parents, config=self._config,
-                                    hparams=_plain_hparams(self._module))
-        self._run_id = run.id
-        self._logged_step, self._kind_known, self._step_losses = -1, False, []
+        self.recorder.open_run(kind="base", config=self._config, hparams=_plain_hparams(self._module), resume=resume)
+        self._logged_step, self._step_losses = -1, []
         self._pending_rng = resume.data.rng if resume is not None else None
-        self._notify("run", self._run_payload(run.id))
-
-    def _test_after(self) -> None:
-        try:
-            self._test_source("test")
-        except ConfigError:
-            self._log("warning", "do_test_after=True but no test_loader was given: no test ran")
-            return
-        self._run_test("test")
 
     # ------------------------------------------------------------------ loaders
     def _hand(self, loader: Any, split: str) -> Any:
         tracked = track(loader, seed=self._seed, split=split)
         if isinstance(tracked, LightningBatches):
-            if split == "train" and self._dist is not None:  # a hook called once the ranks are joined
-                tracked.distribute(rank=self._dist.rank, world_size=self._dist.world_size, seed=self._seed)
+            if split == "train":  # a hook called once the ranks are joined: this rank's part
+                self.recorder.ranks.split_batches(tracked, seed=self._seed)
             self._handed[split] = tracked
         return tracked
 

@@ -54,8 +54,8 @@ from torch import nn
 from torch.utils._pytree import tree_map
 
 from ..errors import ConfigError
-from ..trainer.batches import batch_size_of
-from ..trainer.losses import PerSampleLoss, class_index_kept, per_sample_values
+from ..session.batches import batch_size_of
+from ..session.losses import PerSampleLoss, class_index_kept, per_sample_values
 from .loss import LOSS_NAMES, RecordingLoss, sample_layout
 from .metrics import step_loss
 
@@ -381,7 +381,7 @@ class FunctionalCapture:
     (every torch.nn.functional loss) one more call with ``reduction="none"``
     and the call's other arguments (``weight``, ``ignore_index``,
     ``label_smoothing``...), on the detached output under ``no_grad``; for
-    another function, :class:`~onthefly.trainer.losses.PerSampleLoss` (its
+    another function, :class:`~onthefly.session.losses.PerSampleLoss` (its
     own per-sample values, else ``vmap``). The model never runs again.
     """
 

@@ -2,7 +2,7 @@
 
 Lightning iterates a :class:`LightningBatches` like any iterable of batches and
 sees exactly the batches the user's ``DataLoader`` makes. Underneath, a
-:class:`~onthefly.trainer.sampling.TrackedLoader` records the dataset indices
+:class:`~onthefly.session.sampling.TrackedLoader` records the dataset indices
 its batch sampler hands out; they wait in a first-in first-out queue until the
 callback claims them at the start of the batch they belong to (a loader
 delivers batches in the order its batch sampler produced them, so prefetching
@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from ..distributed import distributed_loader, recorded_count
 from ..errors import ConfigError
-from ..trainer.sampling import TrackedLoader
+from ..session.sampling import TrackedLoader, unpadded
 
 __all__ = ["LightningBatches", "TrainBatches", "track"]
 
@@ -130,7 +130,7 @@ class LightningBatches:
             return None
         self.consumed += 1
         ids = self._ids.popleft()
-        self.unpadded = _unpadded(len(ids), seen=self._seen, recorded=self.recorded)
+        self.unpadded = unpadded(len(ids), seen=self._seen, recorded=self.recorded)
         self._seen += len(ids)
         return ids
 
@@ -153,13 +153,6 @@ class TrainBatches(LightningBatches):
             ) from exc
         if self._skip >= len(self):  # the epoch had ended: Lightning moves on to the next one
             self._skip = 0
-
-
-def _unpadded(batch: int, *, seen: int, recorded: int | None) -> int:
-    """How many samples of a batch are real: all, except a sampler's padding past ``recorded``."""
-    if recorded is None:
-        return batch
-    return max(0, min(batch, recorded - seen))
 
 
 def track(loader: Any, *, seed: int, split: str) -> Any:

@@ -5,7 +5,7 @@ holds it (``model.loss``, or an instance attribute shadowing a loss method of
 the class; see :mod:`onthefly.lightning.capture`, which also intercepts
 inline function calls): the module's own ``training_step`` calls it, it
 computes the per-sample values from that one output through
-:class:`~onthefly.trainer.losses.PerSampleLoss` (the model never runs twice)
+:class:`~onthefly.session.losses.PerSampleLoss` (the model never runs twice)
 and hands back the value the module expects. Its parameters and buffers are
 the wrapped loss' own (shared, not copied), so the module's ``state_dict``
 keys do not change while it is in place.
@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..trainer.batches import batch_size_of
-from ..trainer.losses import (
+from ..session.batches import batch_size_of
+from ..session.losses import (
     PerSampleLoss,
     class_index_kept,
     per_sample_values,

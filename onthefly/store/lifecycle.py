@@ -29,13 +29,13 @@ from onthefly.errors import ConfigError, MissingFileError, OnTheFlyError, StoreE
 from onthefly.paths import resolve_home
 from onthefly.store.catalog.catalog import Catalog
 from onthefly.store.layout import CATALOG, LOCK, MARKER, PINNED, sessions_dir
-from onthefly.store.records import SessionEntry
+from onthefly.store.records import SessionListing
 
 if TYPE_CHECKING:
     from onthefly.store.checkpoints.checkpoints import CheckpointStore
     from onthefly.store.shards.writer import ShardWriter
 
-__all__ = ["SESSION_ID_RE", "new_session_id", "removable", "Store", "SessionStore"]
+__all__ = ["SESSION_ID_RE", "new_session_id", "removable", "StoreRoot", "SessionFiles"]
 
 log = logging.getLogger(__name__)
 
@@ -125,14 +125,14 @@ def _id_time(session_id: str) -> float | None:
     return stamp.replace(tzinfo=timezone.utc).timestamp()
 
 
-class Store:
+class StoreRoot:
     """A store root: ``<root>/sessions/<session_id>/`` folders.
 
     Args:
         root: the store root; default ``$ONTHEFLY_HOME`` or ``./.onthefly``.
 
     Example:
-        >>> store = Store("/tmp/otf")
+        >>> store = StoreRoot("/tmp/otf")
         >>> with store.open_session("mnist") as session:
         ...     run = session.catalog.add_run(name="baseline")
     """
@@ -142,7 +142,7 @@ class Store:
         self.sessions_dir = sessions_dir(self.root)
 
     def __repr__(self) -> str:
-        return f"Store({str(self.root)!r})"
+        return f"StoreRoot({str(self.root)!r})"
 
     # --- opening a session ---------------------------------------------------
 
@@ -153,7 +153,7 @@ class Store:
         session_id: str | None = None,
         cleanup: bool = True,
         meta: dict | None = None,
-    ) -> SessionStore:
+    ) -> SessionFiles:
         """Create (or reopen) a session folder, lock it and open its catalog.
 
         Args:
@@ -170,7 +170,7 @@ class Store:
             ConfigError: ``session_id`` is not a valid id.
 
         Example:
-            >>> session = Store("/tmp/otf").open_session("mnist")
+            >>> session = StoreRoot("/tmp/otf").open_session("mnist")
             >>> session.close()
         """
         if not project or not isinstance(project, str):
@@ -200,7 +200,7 @@ class Store:
                 catalog.close()
             lock.release()
             raise
-        session = SessionStore(store=self, id=folder.name, dir=folder, catalog=catalog, lock=lock)
+        session = SessionFiles(store=self, id=folder.name, dir=folder, catalog=catalog, lock=lock)
         if cleanup:
             self.cleanup(keep={folder.name})
         return session
@@ -232,7 +232,7 @@ class Store:
             MissingFileError: no such session; the message lists the existing ones.
 
         Example:
-            >>> Store("/tmp/otf").session_dir("20250101-120000-a1b2c3")
+            >>> StoreRoot("/tmp/otf").session_dir("20250101-120000-a1b2c3")
         """
         if (
             not isinstance(session_id, str)
@@ -266,14 +266,14 @@ class Store:
         ]
         return sorted(folders, key=lambda p: p.name, reverse=True)
 
-    def list_sessions(self) -> list[SessionEntry]:
+    def list_sessions(self) -> list[SessionListing]:
         """Every session of the root, newest first, with its runs.
 
         A catalog that cannot be read gives an entry with ``error`` set instead
         of an exception, so one bad session never hides the others.
 
         Example:
-            >>> [entry.id for entry in Store("/tmp/otf").list_sessions()]
+            >>> [entry.id for entry in StoreRoot("/tmp/otf").list_sessions()]
         """
         entries = []
         for folder in self._session_folders():
@@ -283,7 +283,7 @@ class Store:
                 continue  # removed while listing
         return sorted(entries, key=lambda e: (e.created_at, e.id), reverse=True)
 
-    def _entry(self, folder: Path) -> SessionEntry:
+    def _entry(self, folder: Path) -> SessionListing:
         marker = _read_marker(folder)
         created = marker.get("created_at")
         if not isinstance(created, (int, float)):
@@ -302,12 +302,12 @@ class Store:
                     project = info.project if info is not None else project
             except (OnTheFlyError, OSError) as exc:
                 error = str(exc)
-        return SessionEntry(
+        return SessionListing(
             id=folder.name, dir=folder, created_at=float(created), live=self.is_live(folder.name),
             pinned=self.is_pinned(folder.name), project=project, runs=runs, error=error,
         )  # fmt: skip
 
-    def newest(self) -> SessionEntry | None:
+    def newest(self) -> SessionListing | None:
         """The newest session, or None when there is none."""
         sessions = self.list_sessions()
         return sessions[0] if sessions else None
@@ -384,7 +384,7 @@ class Store:
             The ids removed.
 
         Example:
-            >>> Store("/tmp/otf").cleanup(keep={"20250101-120000-a1b2c3"})
+            >>> StoreRoot("/tmp/otf").cleanup(keep={"20250101-120000-a1b2c3"})
         """
         removed: list[str] = []
         for folder in self._session_folders():
@@ -405,14 +405,14 @@ class Store:
         return removed
 
 
-class SessionStore:
+class SessionFiles:
     """A live session owned by this process: its folder, lock and writable catalog.
 
-    Get one from :meth:`Store.open_session`; close it (or use it as a context
+    Get one from :meth:`StoreRoot.open_session`; close it (or use it as a context
     manager) to stop the shard writer, close the catalog and release the lock.
     """
 
-    def __init__(self, *, store: Store, id: str, dir: Path, catalog: Catalog, lock: FileLock) -> None:
+    def __init__(self, *, store: StoreRoot, id: str, dir: Path, catalog: Catalog, lock: FileLock) -> None:
         self.store = store
         self.id = id
         self.dir = dir
@@ -424,11 +424,11 @@ class SessionStore:
         self._guard = threading.Lock()  # the writer and checkpoints are made once
 
     def __repr__(self) -> str:
-        return f"SessionStore({self.id!r}, {str(self.dir)!r}{', closed' if self._closed else ''})"
+        return f"SessionFiles({self.id!r}, {str(self.dir)!r}{', closed' if self._closed else ''})"
 
     def _require_open(self) -> None:
         if self._closed:
-            raise StoreError(f"session {self.id} is closed: open it again with Store.open_session")
+            raise StoreError(f"session {self.id} is closed: open it again with StoreRoot.open_session")
 
     @property
     def writer(self) -> ShardWriter:
@@ -441,7 +441,7 @@ class SessionStore:
                 self._writer = ShardWriter(self.dir, self.catalog)
             return self._writer
 
-    def settle(self) -> None:
+    def flush(self) -> None:
         """Wait until everything handed to the background (shard rows, checkpoint files) is on disk and listed."""
         with self._guard:
             self._require_open()
@@ -478,7 +478,7 @@ class SessionStore:
             finally:
                 self._lock.release()
 
-    def __enter__(self) -> SessionStore:
+    def __enter__(self) -> SessionFiles:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

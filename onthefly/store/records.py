@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 __all__ = [
-    "SessionInfo",
-    "SessionEntry",
+    "PassKey",
+    "SessionRecord",
+    "SessionListing",
     "RunInfo",
     "CheckpointInfo",
     "TestInfo",
@@ -21,8 +22,22 @@ __all__ = [
 ]
 
 
+class PassKey(NamedTuple):
+    """One pass over a split: the rows of ``split`` that ``run_id`` recorded in ``epoch``.
+
+    A named tuple, so it hashes and compares as the ``(run_id, split, epoch)``
+    triple the catalog's shard records hold.
+    """
+
+    run_id: str
+    split: str
+    epoch: int
+
+
 @dataclass(frozen=True)
-class SessionInfo:
+class SessionRecord:
+    """A session's record in its own catalog."""
+
     id: str
     project: str
     created_at: float
@@ -54,7 +69,7 @@ class RunInfo:
 
 
 @dataclass(frozen=True)
-class SessionEntry:
+class SessionListing:
     """A session folder as the store root lists it."""
 
     id: str

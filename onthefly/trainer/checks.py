@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .batches import call_model
+from ..session.batches import call_model
 
 __all__ = ["check_inputs", "first_forward", "describe", "resolve_device", "amp_mode", "hparams_of"]
 

@@ -12,12 +12,12 @@ from typing import Any, Callable
 
 import torch
 
-from .batches import move_to_device
-from .classify import classification_fields
-from .losses import PerSampleLoss
-from .model_io import forward_batch
-from .rng import preserved_rng
-from .sampling import TrackedLoader
+from ..session.batches import move_to_device
+from ..session.classify import classification_fields
+from ..session.losses import PerSampleLoss
+from ..session.model_io import forward_batch
+from ..session.rng import preserved_rng
+from ..session.sampling import TrackedLoader
 
 __all__ = ["evaluate"]
 

@@ -2,15 +2,16 @@
 live per-sample loss, pause/resume/test at batch boundaries, and checkpoints
 that resume bitwise.
 
-The loop reads top to bottom in ``_fit``: set up, then epochs of steps, then
-the end-of-run test. Per-sample loss comes from the training forward pass
-itself; sample ids come from the loader's batch sampler.
+The loop reads top to bottom from ``fit``: set up (``_prepare``), then epochs
+of steps (``_run``, ``_train_epoch``, ``_train_step``), then the end-of-run
+test. Per-sample loss comes from the training forward pass itself; sample ids
+come from the loader's batch sampler. Everything recorded goes through the
+trainer's :class:`~onthefly.session.recorder.Recorder`; what each process of a
+multi-process run does differently is its ``Ranks``' business.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import io
 import math
 import os
 from contextlib import nullcontext
@@ -20,25 +21,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import distributed as dist
-from .._version import __version__
 from ..errors import ConfigError, TrainingError
-from ..store.lifecycle import SessionStore
-from .backend import Position, TrainingSession
-from .batches import call_model, move_to_device, split_batch
+from ..session.batches import call_model, move_to_device, split_batch
+from ..session.control import (
+    nonfinite_action,
+    scheduler_metric,
+    stop_reason,
+    validation_due,
+)
+from ..session.factory import resolve_model_factory
+from ..session.losses import PerSampleLoss, per_sample_grad_norm
+from ..session.metrics import StepMeter, total_grad_norm
+from ..session.ranks import join_ranks
+from ..session.recorder import Recorder
+from ..session.resume import ResumePoint, apply_checkpoint, locate_checkpoint
+from ..session.rng import restore_rng, seed_everything
+from ..session.sampling import TrackedLoader, unpadded
+from ..session.state import Position, TrainingState
 from .checks import amp_mode, check_inputs, first_forward, hparams_of, resolve_device
-from .classify import classification_fields, classification_kind, scores_deferred
-from .held import HeldBatch
 from .config import TrainerConfig
-from .console import Console
-from .control import nonfinite_action, scheduler_metric, stop_reason, validation_due
 from .evaluate import evaluate
-from .factory import resolve_model_factory
-from .losses import PerSampleLoss, per_sample_grad_norm
-from .metrics import StepMeter, total_grad_norm
-from .resume import ResumePoint, apply_checkpoint, locate_checkpoint
-from .rng import capture_rng, restore_rng, seed_everything
-from .sampling import TrackedLoader
 
 __all__ = ["Trainer"]
 
@@ -65,13 +67,11 @@ class _Fit:
     skip_batches: int = 0  # on resume: batches of the current epoch already trained
     nonfinite_streak: int = 0
     checked: bool = False  # the first batch went through the model and loss
-    kind: str | None = None  # classification kind, decided on the first batch
     last_loss: float = math.nan
     last_val_loss: float | None = None
-    recorded: int | None = None  # multi-process: this rank's real (unpadded) samples per epoch
+    recorded: int | None = None  # several processes: this rank's real (unpadded) samples per epoch
     seen: int = 0  # samples this rank took in the current epoch
-    wrapped: bool = False  # multi-process: the DistributedDataParallel around the model is ours
-    boundary: bool | None = None  # multi-process: rank 0 wants the next batch boundary (None: not agreed yet)
+    wrapped: bool = False  # several processes: the DistributedDataParallel around the model is ours
 
     @property
     def module(self) -> nn.Module:
@@ -80,7 +80,7 @@ class _Fit:
         return inner if isinstance(self.model, torch.nn.parallel.DistributedDataParallel) else self.model
 
 
-class Trainer(TrainingSession):
+class Trainer:
     """Train a PyTorch model with live per-sample loss and a session you can steer.
 
     Args:
@@ -102,17 +102,21 @@ class Trainer(TrainingSession):
         progress: a progress bar (default: when stdout is a terminal).
         per_sample_grad_norm: also record each sample's gradient norm (costs an extra
             vectorised backward per batch; see docs/benchmarks.md). Off by default.
+        nonfinite_patience: non-finite steps in a row before training pauses (dashboard
+            connected) or raises.
+
+    Every option after ``project`` is keyword-only.
 
     Example:
-        >>> trainer = Trainer(project="demo", max_epochs=3, val_every_n_epochs=1)
-        >>> trainer.fit(model=model, optimizer=opt, loss_fn=nn.CrossEntropyLoss(),
-        ...             train_loader=train, val_loader=val)                 # doctest: +SKIP
-        >>> trainer.session.report()["hardest"][:3]                          # doctest: +SKIP
+        >>> trainer = Trainer("demo", max_epochs=3, val_every_n_epochs=1)
+        >>> trainer.fit(model, opt, nn.CrossEntropyLoss(), train, val_loader=val)  # doctest: +SKIP
+        >>> trainer.session.report()["hardest"][:3]                                  # doctest: +SKIP
     """
 
     def __init__(
         self,
         project: str,
+        *,
         run_name: str | None = None,
         max_epochs: int | None = None,
         max_steps: int | None = None,
@@ -124,7 +128,6 @@ class Trainer(TrainingSession):
         accumulate_grad_batches: int = 1,
         dashboard_port: int | None = None,
         home: str | os.PathLike[str] | None = None,
-        *,
         scheduler_interval: str = "epoch",
         checkpoint_every_n_epochs: int = 1,
         per_sample_grad_norm: bool = False,
@@ -141,13 +144,14 @@ class Trainer(TrainingSession):
             per_sample_grad_norm=per_sample_grad_norm, connect_dashboard=connect_dashboard,
             progress=progress, nonfinite_patience=nonfinite_patience,
         )
-        super().__init__(project=project, run_name=run_name, home=self.config.home, dashboard_port=dashboard_port,
-                         connect_dashboard=connect_dashboard, progress=progress)
+        self.recorder = Recorder(
+            project, run_name=run_name, home=self.config.home, dashboard_port=dashboard_port,
+            connect_dashboard=connect_dashboard, progress=progress,
+            position=self._position, test=self._run_test, checkpoint=self._save_checkpoint,
+        )
+        self.session = self.recorder.session
         self._fit: _Fit | None = None
         self.model_factory = None
-        self._dist: dist.DistInfo | None = None  # set by fit under torchrun
-        self._coll: dist.Collective | None = None
-        self._leading = False  # rank 0 serving operations other ranks must join
 
     # ------------------------------------------------------------------ public
     def fit(
@@ -156,6 +160,7 @@ class Trainer(TrainingSession):
         optimizer: torch.optim.Optimizer,
         loss_fn: Any,
         train_loader: torch.utils.data.DataLoader,
+        *,
         val_loader: torch.utils.data.DataLoader | None = None,
         test_loader: torch.utils.data.DataLoader | None = None,
         scheduler: Any = None,
@@ -165,6 +170,8 @@ class Trainer(TrainingSession):
     ) -> nn.Module:
         """Train ``model`` until ``max_epochs``/``max_steps`` (or a stop from the dashboard).
 
+        Every argument after ``train_loader`` is keyword-only.
+
         Returns:
             The trained model (the same object).
 
@@ -172,31 +179,26 @@ class Trainer(TrainingSession):
             ConfigError: before training starts, for inputs that cannot work.
             TrainingError: after repeated non-finite losses with no dashboard connected.
         """
+        recorder = self.recorder
         self.model_factory = resolve_model_factory(model_factory)
         check_inputs(model, optimizer, loss_fn, train_loader)
-        self._join_ranks()
-        resume = locate_checkpoint(resume_from, store=self._store) if resume_from is not None else None
-        if self._coll is not None:
-            self._coll.barrier()  # every rank has read the checkpoint before rank 0 opens a session
-        with self._model_lock:
+        recorder.join(join_ranks())  # under torchrun: this process' rank
+        resume = locate_checkpoint(resume_from, store=recorder.store) if resume_from is not None else None
+        recorder.ranks.barrier()  # every rank has read the checkpoint before rank 0 opens a session
+        with recorder.model_held():
             self._fit = self._prepare(model, optimizer, loss_fn, train_loader, val_loader, test_loader,
                                       scheduler, device, resume)
-            self._control.reset()
-            self._control.begin()
-            self._fitting = True
             try:
-                self._start_link()
-                self._run(self._fit)
-            except BaseException as exc:
-                self._fail(exc)
-                raise
+                with recorder.training():
+                    recorder.connect()
+                    self._run(self._fit)
             finally:
-                self._fitting = False
-                self._control.end()
-                self._release_rows()
-                self._session_store.settle()
                 self._unwrap(self._fit)
         return model
+
+    def close(self) -> None:
+        """Disconnect from the dashboard and close the session's files (they stay on disk)."""
+        self.recorder.close()
 
     @staticmethod
     def _unwrap(fit: _Fit) -> None:
@@ -211,66 +213,18 @@ class Trainer(TrainingSession):
             fit.model, fit.wrapped = fit.module, False
 
     # ------------------------------------------------------------------ set-up
-    def _join_ranks(self) -> None:
-        """Under torchrun: find this process' rank; only rank 0 talks to the dashboard and prints."""
-        self._dist = dist.detect()
-        if self._dist is None:
-            return
-        self._coll = dist.Collective(self._dist)
-        if not self._dist.leader:
-            self._connect_dashboard = False
-            self._console = Console(enabled=False, stream=io.StringIO())
-
-    def _require_store(self):
-        if self._dist is not None and not self._dist.leader:
-            if self._session_store is None:
-                raise ConfigError("only rank 0 opens the session store; this rank writes under the session's ranks/")
-            return self._session_store
-        return super()._require_store()
-
-    def _open_store(self):
-        """The session (rank 0) or this rank's folder in it (other ranks)."""
-        if self._dist is None:
-            return self._require_store()
-        where = None
-        if self._dist.leader:
-            store = self._require_store()
-            where = {"dir": str(store.dir), "id": store.id}
-        where = self._coll.broadcast_json(where)
-        if not self._dist.leader and self._session_store is None:
-            import atexit
-            from pathlib import Path
-
-            self._session_store = dist.RankStore(Path(where["dir"]), session_id=where["id"], project=self._project,
-                                                 rank=self._dist.rank)
-            atexit.register(self.close)
-        return self._session_store
-
     def _prepare(self, model, optimizer, loss_fn, train_loader, val_loader, test_loader, scheduler, device, resume):
-        cfg = self.config
+        cfg, recorder = self.config, self.recorder
+        ranks = recorder.ranks
         device = resolve_device(model, device)
         model.to(device)
         use_amp, amp_dtype = amp_mode(cfg.amp, device)
         scaler = torch.amp.GradScaler(device.type) if use_amp and amp_dtype == torch.float16 else None
         autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if use_amp else nullcontext
 
-        store = self._open_store()
-        run_id = None
-        if self._dist is None or self._dist.leader:
-            parents = ()
-            if resume is not None and resume.run is not None:
-                _ensure_run(store, resume)
-                parents = ((resume.run["id"], "resumed_from"),)
-            run_id = store.catalog.add_run(
-                name=cfg.run_name or "run", kind="base", parents=parents,
-                config=cfg.as_dict(), hparams=hparams_of(optimizer, train_loader),
-            ).id
-        if self._dist is not None:
-            run_id = self._coll.broadcast_json(run_id)
-            if not self._dist.leader:
-                store.add_run(run_id, cfg.run_name or "run")
-            train_loader = dist.distributed_loader(train_loader, rank=self._dist.rank,
-                                                   world_size=self._dist.world_size, seed=cfg.seed)
+        run_id = recorder.open_run(name=cfg.run_name or "run", kind="base", config=cfg.as_dict(),
+                                   hparams=hparams_of(optimizer, train_loader), resume=resume)
+        train_loader = ranks.split_loader(train_loader, seed=cfg.seed)
         fit = _Fit(
             model=model, optimizer=optimizer, loss=PerSampleLoss(loss_fn),
             train=TrackedLoader(train_loader, seed=cfg.seed),
@@ -282,24 +236,15 @@ class Trainer(TrainingSession):
         seed_everything(cfg.seed)
         if resume is not None:
             self._restore(fit, resume)
-        if self._dist is not None:
-            fit.recorded = dist.recorded_count(train_loader.sampler, rank=self._dist.rank)
-            if not isinstance(model, torch.nn.parallel.DistributedDataParallel):
-                fit.model = torch.nn.parallel.DistributedDataParallel(
-                    model, device_ids=[device.index] if device.type == "cuda" else None)
-                fit.wrapped = True
-        self._notify("run", self._run_payload(run_id))
+        fit.recorded = ranks.recorded(train_loader.sampler)
+        fit.model, fit.wrapped = ranks.wrap_model(model, device)
         return fit
 
     def _restore(self, fit: _Fit, resume: ResumePoint) -> None:
         data = resume.data
         apply_checkpoint(data, model=fit.model, optimizer=fit.optimizer, scheduler=fit.scheduler, scaler=fit.scaler)
         if data.rng is not None:
-            ranks = data.rng.get("ranks") if isinstance(data.rng, dict) else None
-            if self._dist is not None and ranks and len(ranks) == self._dist.world_size:
-                restore_rng(ranks[self._dist.rank])  # each rank's own generators
-            else:
-                restore_rng(data.rng)
+            restore_rng(self.recorder.ranks.own_rng(data.rng))  # each rank's own generators
         position = data.sampler or {}
         fit.step = int(position.get("step", 0))
         fit.epoch = int(position.get("epoch", 0))
@@ -308,44 +253,36 @@ class Trainer(TrainingSession):
 
     # ------------------------------------------------------------------ the loop
     def _run(self, fit: _Fit) -> None:
-        cfg = self.config
-        self._control.set_state("running")
-        self._console.start(fit.max_epochs, len(fit.train), fit.epoch)
-        reached_end = False
-        while True:
-            if self._train_until_stop(fit) is None:  # stopped from outside
-                break
-            reached_end = True
-            if not cfg.do_test_after:
-                break
-            if fit.test is not None:
-                self._run_test("test")
-            else:
-                self._log("warning", "do_test_after=True but no test_loader was given: no test ran")
-            more = self._wait_for_more_work()
-            if not more:
-                break
-            fit.max_epochs = max(fit.max_epochs or 0, fit.epoch) + more
+        """Epochs until a stop condition, the end-of-run test and what a dashboard asks for after it."""
+        cfg, recorder = self.config, self.recorder
+        recorder.set_state("running")
+        recorder.console.start(fit.max_epochs, len(fit.train), fit.epoch)
+        reached_end = self._train_until_done(fit)
+        if reached_end:
+            for more in recorder.more_epochs(do_test_after=cfg.do_test_after, has_test=lambda: fit.test is not None):
+                fit.max_epochs = max(fit.max_epochs or 0, fit.epoch) + more
+                if not self._train_until_done(fit):
+                    break
         self._save_checkpoint("final")
-        self._finish_run("finished" if reached_end else "stopped")
-        self._console.close()
+        recorder.finish("finished" if reached_end else "stopped")
+        recorder.console.close()
 
-    def _train_until_stop(self, fit: _Fit) -> str | None:
-        """Epochs of steps until a stop condition; None when stopped from outside."""
-        cfg = self.config
+    def _train_until_done(self, fit: _Fit) -> bool:
+        """Epochs of steps until a stop condition (True) or a stop from outside (False)."""
+        cfg, recorder = self.config, self.recorder
         while True:
-            if self._boundary():
-                return None
+            if not recorder.boundary():
+                return False
             reason = stop_reason(step=fit.step, epoch=fit.epoch, max_steps=cfg.max_steps, max_epochs=fit.max_epochs)
             if reason is not None:
-                self._log("info", f"training stopped: {reason}")
-                return reason
+                recorder.log("info", f"training stopped: {reason}")
+                return True
             if not self._train_epoch(fit):
-                return None
+                return False
 
     def _train_epoch(self, fit: _Fit) -> bool:
-        """One epoch of optimizer steps. Returns False when stopped from outside."""
-        cfg = self.config
+        """One epoch of optimizer steps. True: the loop goes on; False: stopped from outside."""
+        cfg, recorder = self.config, self.recorder
         fit.train.set_epoch(fit.epoch)
         fit.batch_in_epoch = fit.skip_batches
         fit.seen = fit.skip_batches * (fit.train.batch_size or 0)
@@ -357,51 +294,32 @@ class Trainer(TrainingSession):
         fit.model.train()
         exhausted = False
         while not exhausted:
-            if self._boundary():
+            if not recorder.boundary():
                 return False
             if cfg.max_steps is not None and fit.step >= cfg.max_steps:
-                self._end_train_pass(fit, metrics={"partial": True})
+                recorder.end_pass("train", fit.epoch, fit.step, metrics={"partial": True})
                 return True
             exhausted = not self._train_step(fit, batches, meter)
-        self._end_train_pass(fit, metrics=None)
+        recorder.end_pass("train", fit.epoch, fit.step)
         fit.epoch += 1
         fit.batch_in_epoch = 0
         val_loss = None
         if validation_due(finished_epochs=fit.epoch, every=cfg.val_every_n_epochs, has_loader=fit.val is not None):
-            if self._dist is None or self._dist.leader:  # rank 0 validates on the whole loader
-                val_loss = self._evaluate_split(fit, "val")["loss"]
-            if self._coll is not None:
-                val_loss = self._coll.broadcast_float(val_loss)
+            # rank 0 validates on the whole loader
+            val_loss = recorder.ranks.float_from_leader(lambda: self._evaluate_split(fit, "val")["loss"])
             fit.last_val_loss = val_loss
         self._step_scheduler(fit, interval="epoch", val_loss=val_loss)
-        self._console.epoch_end(fit.epoch, fit.step, fit.last_loss, val_loss)
+        recorder.console.epoch_end(fit.epoch, fit.step, fit.last_loss, val_loss)
         if cfg.checkpoint_every_n_epochs and fit.epoch % cfg.checkpoint_every_n_epochs == 0:
             self._save_checkpoint("epoch")
         return True
-
-    def _end_train_pass(self, fit: _Fit, *, metrics: dict | None) -> None:
-        """Seal the epoch's train rows; on several processes, summarise the rows of every rank."""
-        self._release_rows()
-        future = self._session_store.writer.end_pass(fit.run_id, "train", fit.epoch, fit.step, metrics=metrics)
-        if self._dist is None:
-            future.add_done_callback(self._summary_done)
-            return
-        future.result()  # this rank's pass is sealed and listed
-        self._coll.barrier()
-        if self._dist.leader:
-            store = self._session_store
-            summary = concurrent.futures.Future()
-            summary.set_result(dist.union_pass_summary(store.dir, store.catalog, (fit.run_id, "train", fit.epoch),
-                                                       fit.step, metrics))
-            self._summary_done(summary)
 
     def _train_step(self, fit: _Fit, batches, meter: StepMeter) -> bool:
         """One optimizer step over up to ``accumulate_grad_batches`` batches.
 
         Returns False when the epoch had no batch left.
         """
-        cfg = self.config
-        writer = self._session_store.writer
+        cfg, recorder = self.config, self.recorder
         accumulate = cfg.accumulate_grad_batches
         step_number = fit.step + 1
         losses: list[float] = []
@@ -421,41 +339,28 @@ class Trainer(TrainingSession):
             with fit.autocast():
                 if not fit.checked:
                     output, result = first_forward(fit.model, fit.loss, inputs, target)
-                    fit.kind, fit.checked = classification_kind(output, target), True
+                    fit.checked = True
                 else:
                     output = call_model(fit.model, inputs)
                     result = fit.loss(output, target, batch_size=len(sample_ids))
             loss = result.loss
             value = float(loss.detach())  # CPU-GPU sync here, once a batch
-            local_finite = finite = math.isfinite(value)
-            if self._coll is not None:  # every rank skips the backward together, or none does
-                finite, wanted = self._coll.step_agreement(local_finite, self._control.boundary_wanted)
-                fit.boundary = wanted or bool(fit.boundary)
-                skipped_elsewhere = skipped_elsewhere or (local_finite and not finite)
+            local_finite = math.isfinite(value)
+            finite = recorder.agree_on_step(local_finite)  # every rank skips the backward together, or none does
+            skipped_elsewhere = skipped_elsewhere or (local_finite and not finite)
             if finite:
                 scaled = loss / accumulate if accumulate > 1 else loss
                 (fit.scaler.scale(scaled) if fit.scaler is not None else scaled).backward()
                 losses.append(value)
             elif not local_finite:
                 bad_ids.extend(int(i) for i in sample_ids)
-            scores = label = fields = None
-            if fit.kind and scores_deferred(output, target, kind=fit.kind) and not cfg.per_sample_grad_norm:
-                scores, label = output.detach(), target  # the writer's thread derives the fields
-            elif fit.kind:
-                fields = classification_fields(output, target, kind=fit.kind)
+            fields = None
             if cfg.per_sample_grad_norm:  # costly: one extra vmap'd backward per batch (docs/benchmarks.md)
-                norms = per_sample_grad_norm(fit.module, fit.loss.loss_fn, inputs, target).cpu().numpy()
-                fields = {**(fields or {}), "grad_norm": norms}
-            keep = _unpadded(len(sample_ids), seen=fit.seen, recorded=fit.recorded)
+                fields = {"grad_norm": per_sample_grad_norm(fit.module, fit.loss.loss_fn, inputs, target).cpu().numpy()}
+            keep = unpadded(len(sample_ids), seen=fit.seen, recorded=fit.recorded)
             fit.seen += len(sample_ids)
-            if keep:
-                per_sample = result.per_sample
-                if keep != len(sample_ids):  # several processes: the sampler's padding is not recorded
-                    per_sample = per_sample[:keep]
-                    scores, label = (None, None) if scores is None else (scores[:keep], label[:keep])
-                    fields = None if fields is None else {k: v[:keep] for k, v in fields.items()}
-                self._rows.add(HeldBatch(fit.run_id, "train", fit.epoch, step_number, sample_ids[:keep], per_sample,
-                                         scores=scores, label=label, fields=fields))
+            recorder.record_batch("train", fit.epoch, step_number, sample_ids, result.per_sample, output, target,
+                                  keep=keep, defer=not cfg.per_sample_grad_norm, fields=fields)
             meter.compute_end(len(sample_ids))
         if took == 0:
             return False
@@ -467,14 +372,8 @@ class Trainer(TrainingSession):
         fit.step = step_number
         fit.last_loss = sum(losses) / len(losses)
         self._step_scheduler(fit, interval="step", val_loss=None)
-        row = meter.row(step=fit.step, epoch=fit.epoch, loss=fit.last_loss,
-                        lr=fit.optimizer.param_groups[0].get("lr"), grad_norm=grad_norm)
-        if self._dist is not None and not self._dist.leader:
-            return True  # step metrics are rank 0's
-        writer.log_step(fit.run_id, row)
-        if self._link is not None:
-            self._link.push_step(row)
-        self._console.step(fit.step, fit.last_loss)
+        recorder.record_step(meter.row(step=fit.step, epoch=fit.epoch, loss=fit.last_loss,
+                                       lr=fit.optimizer.param_groups[0].get("lr"), grad_norm=grad_norm))
         return True
 
     def _optimizer_step(self, fit: _Fit, *, skip: bool) -> float | None:
@@ -502,15 +401,13 @@ class Trainer(TrainingSession):
         return grad_norm
 
     def _on_nonfinite(self, fit: _Fit, step: int, sample_ids: list[int], grad_norm: float | None) -> None:
+        recorder = self.recorder
         fit.nonfinite_streak += 1
         what = "loss" if sample_ids else f"gradient norm ({grad_norm})"
-        self._log("warning", f"non-finite {what} at step {step}: step skipped, model unchanged",
-                  kind="nonfinite", step=step, data={"sample_ids": sample_ids[:1000]})
-        connected = self._link is not None and self._link.connected
-        if self._coll is not None:  # rank 0's link decides for every rank
-            connected = bool(self._coll.broadcast_float(1.0 if connected else 0.0))
+        recorder.log("warning", f"non-finite {what} at step {step}: step skipped, model unchanged",
+                     kind="nonfinite", step=step, data={"sample_ids": sample_ids[:1000]})
         action = nonfinite_action(consecutive=fit.nonfinite_streak, patience=self.config.nonfinite_patience,
-                                  dashboard_connected=connected)
+                                  dashboard_connected=recorder.connected)  # rank 0's link decides for every rank
         if action == "raise":
             raise TrainingError(
                 f"{fit.nonfinite_streak} steps in a row had a non-finite {what} (last at step {step}, epoch {fit.epoch}, "
@@ -518,9 +415,9 @@ class Trainer(TrainingSession):
                 "learning rate, or lower it / set grad_clip_norm"
             )
         if action == "pause":
-            self._log("error", f"{fit.nonfinite_streak} non-finite steps in a row: training paused", kind="nonfinite")
+            recorder.log("error", f"{fit.nonfinite_streak} non-finite steps in a row: training paused", kind="nonfinite")
             fit.nonfinite_streak = 0
-            self._control.request_pause()
+            recorder.control.request_pause()
 
     def _step_scheduler(self, fit: _Fit, *, interval: str, val_loss: float | None) -> None:
         if fit.scheduler is None or self.config.scheduler_interval != interval:
@@ -537,110 +434,36 @@ class Trainer(TrainingSession):
         loader = fit.val if split == "val" else fit.test
         if loader is None:
             raise ConfigError(f"no {split}_loader was passed to fit(...): pass one to run {split}")
-        writer = self._session_store.writer
+        recorder = self.recorder
 
         def log_rows(sample_ids, loss, **fields):
-            writer.log_samples(fit.run_id, split, fit.epoch, fit.step, sample_ids, loss, **fields)
+            recorder.write_rows(split, fit.epoch, fit.step, sample_ids, loss, **fields)
 
         result = evaluate(fit.module, loader, fit.loss, device=fit.device, log_rows=log_rows, autocast=fit.autocast,
-                          should_abort=lambda: self._control.stop_requested)
-        summary = writer.end_pass(fit.run_id, split, fit.epoch, fit.step, metrics=result["metrics"])
-        summary.add_done_callback(self._summary_done)
+                          should_abort=lambda: recorder.control.stop_requested)
+        recorder.end_pass(split, fit.epoch, fit.step, metrics=result["metrics"])
         return result
 
     def _run_test(self, split: str) -> dict[str, Any]:
         fit = self._fit
         if fit is None:
             raise ConfigError("test() needs a model: call trainer.fit(...) first")
-        if self._dist is not None:
-            if self._leading:  # the other ranks wait at this boundary while rank 0 tests
-                self._coll.command(dist.TEST, 0 if split == "test" else 1)
-            if not self._dist.leader:
-                return {}
-        previous = self._control.state
-        self._control.set_state("testing")
-        try:
-            result = self._evaluate_split(fit, split)
-        finally:
-            self._control.set_state(previous if previous != "testing" else "running")
-        return self._record_test(split, result)
+        return self.recorder.evaluate(split, lambda: self._evaluate_split(fit, split))
 
     def _save_checkpoint(self, reason: str) -> dict[str, Any]:
         fit = self._fit
         if fit is None:
             raise ConfigError("checkpoint() needs a model: call trainer.fit(...) first")
-        rng = capture_rng()
-        if self._dist is not None:
-            if self._leading:  # the other ranks join from this boundary
-                self._coll.command(dist.CHECKPOINT)
-            states = self._coll.gather_json(dist.pack_rng(rng))
-            if not self._dist.leader:
-                return {}  # written once, by rank 0, with every rank's generators
-            rng = {**rng, "ranks": [dist.unpack_rng(state) for state in states]}
-        store = self._session_store
-        return self._store_checkpoint(
-            reason, run_id=fit.run_id, step=fit.step, epoch=fit.epoch,
-            model=fit.module.state_dict(), optimizer=fit.optimizer.state_dict(),
+        return self.recorder.checkpoint(reason, lambda: TrainingState(
+            step=fit.step, epoch=fit.epoch, model=fit.module.state_dict(), optimizer=fit.optimizer.state_dict(),
             scheduler=fit.scheduler.state_dict() if fit.scheduler is not None else None,
             scaler=fit.scaler.state_dict() if fit.scaler is not None else None,
-            rng=rng,
             sampler={"epoch": fit.epoch, "batch": fit.batch_in_epoch, "step": fit.step,
                      "seed": self.config.seed, "nonfinite_streak": fit.nonfinite_streak},
-            extra={"session_id": store.id, "step": fit.step, "epoch": fit.epoch,
-                   "run": {"id": fit.run_id, "name": self.config.run_name or "run", "kind": "base", "status": "running"},
-                   "config": self.config.as_dict(), "version": __version__},
-        )
-
-    # ------------------------------------------------------------------ several processes
-    def _boundary(self) -> bool:
-        """The batch boundary; on several processes rank 0 decides and every rank follows.
-
-        When the batch's all-reduce (``step_agreement``) said rank 0 wants nothing
-        here, every rank goes on without the step command; a request that came
-        after it waits for the next batch.
-        """
-        if self._dist is None:
-            return super()._boundary()
-        fit = self._fit
-        agreed, fit.boundary = fit.boundary, None
-        if agreed is False:
-            return False
-        return self._ranked_boundary()
-
-    def _wait_for_more_work(self) -> int:
-        if self._dist is None:
-            return super()._wait_for_more_work()
-        if not self._dist.leader:
-            code, more = self._follow()
-            return more if code == dist.GO else 0
-        self._leading = True
-        try:
-            more = super()._wait_for_more_work()
-        finally:
-            self._leading = False
-        self._coll.command(dist.GO, more)
-        return more
+        ))
 
     def _position(self) -> Position:
         fit = self._fit
         if fit is None:
             return Position(max_epochs=self.config.max_epochs)
-        return Position(fit.run_id, fit.step, fit.epoch, fit.max_epochs)
-
-
-
-
-def _unpadded(batch: int, *, seen: int, recorded: int | None) -> int:
-    """How many samples of a batch to record: all, except the sampler's padding past ``recorded``."""
-    if recorded is None:
-        return batch
-    return max(0, min(batch, recorded - seen))
-
-
-def _ensure_run(store: SessionStore, resume: ResumePoint) -> None:
-    """Copy the resumed-from run's record into this session so lineage resolves here."""
-    run = resume.run
-    known = {r.id for r in store.catalog.runs()}
-    if run["id"] not in known:
-        store.catalog.add_run(run_id=run["id"], name=run.get("name") or "run", kind="imported",
-                              status=run.get("status") or "finished", config=run.get("config"))
+        return Position(fit.step, fit.epoch, fit.max_epochs)

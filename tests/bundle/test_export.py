@@ -23,14 +23,14 @@ from onthefly.store.bundle.export import export_session, stage_session, write_bu
 from onthefly.store.bundle.import_ import import_bundle, read_manifest
 from onthefly.store.catalog.catalog import Catalog
 from onthefly.store.checkpoints.checkpoints import load_checkpoint
-from onthefly.store.lifecycle import Store
+from onthefly.store.lifecycle import StoreRoot
 from onthefly.store.read.query import connect
 from tests.trainer.fixtures import build, loaders
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def fill_session(store: Store, *, project: str = "bundles", epochs: int = 2, rows: int = 64) -> str:
+def fill_session(store: StoreRoot, *, project: str = "bundles", epochs: int = 2, rows: int = 64) -> str:
     """A closed session with one run, per-sample shards of ``epochs`` passes, steps and two checkpoints."""
     rng = np.random.default_rng(0)
     with store.open_session(project, cleanup=False) as session:
@@ -69,7 +69,7 @@ def tree(root: Path) -> list[tuple[str, int, int]]:
 
 @pytest.fixture
 def exported(tmp_path):
-    store = Store(tmp_path / "store")
+    store = StoreRoot(tmp_path / "store")
     session_id = fill_session(store)
     result = export_session(session_id, store=store, path=tmp_path / "s.zip")
     return store, session_id, tmp_path / "s.zip", result
@@ -98,7 +98,7 @@ def test_the_bundle_lists_every_file_with_its_size_and_sha256(exported):
 
 
 def test_files_that_do_not_shrink_are_stored_and_the_catalog_deflated(tmp_path):
-    store = Store(tmp_path / "store")
+    store = StoreRoot(tmp_path / "store")
     session_id = fill_session(store, epochs=1, rows=300_000)  # a shard of zstd pages, past SMALL_FILE
     with store.open_session("bundles", session_id=session_id, cleanup=False) as session:
         run_id = session.catalog.runs()[0].id
@@ -127,7 +127,7 @@ def test_the_extracted_bundle_reads_with_sqlite3_and_pyarrow_alone(exported, tmp
 
 
 def test_export_leaves_no_staging_behind_and_the_session_unchanged(tmp_path):
-    store = Store(tmp_path / "store")
+    store = StoreRoot(tmp_path / "store")
     session_id = fill_session(store)
     before = tree(store.root)
     export_session(None, store=store, path=tmp_path / "newest.zip")
@@ -136,7 +136,7 @@ def test_export_leaves_no_staging_behind_and_the_session_unchanged(tmp_path):
 
 
 def test_retired_shards_stay_out_of_the_bundle_and_its_catalog(tmp_path):
-    store = Store(tmp_path / "store")
+    store = StoreRoot(tmp_path / "store")
     with store.open_session("p", cleanup=False) as session:
         run = session.catalog.add_run(name="r")
         for step in range(3):  # three parts of one pass, compacted into one file at end_pass
@@ -157,7 +157,7 @@ def test_retired_shards_stay_out_of_the_bundle_and_its_catalog(tmp_path):
 
 
 def test_a_checkpoint_damaged_on_disk_travels_with_its_recorded_sha256_and_is_caught_on_import(tmp_path):
-    store = Store(tmp_path / "store")
+    store = StoreRoot(tmp_path / "store")
     session_id = fill_session(store)
     folder = store.session_dir(session_id)
     with Catalog.open(folder / "catalog.sqlite", readonly=True) as catalog:
@@ -169,14 +169,14 @@ def test_a_checkpoint_damaged_on_disk_travels_with_its_recorded_sha256_and_is_ca
     export_session(session_id, store=store, path=tmp_path / "damaged.zip")
     listed = {f["path"]: f["sha256"] for f in read_manifest(tmp_path / "damaged.zip")["files"]}
     assert listed[info.path] == info.sha256  # the hash recorded at save time, not the damaged bytes'
-    target = Store(tmp_path / "target")
+    target = StoreRoot(tmp_path / "target")
     with pytest.raises(BundleError, match="does not match its sha256"):
         import_bundle(tmp_path / "damaged.zip", store=target)
     assert not target.root.exists()
 
 
 def test_a_checkpoint_cut_short_on_disk_stops_the_export(tmp_path):
-    store = Store(tmp_path / "store")
+    store = StoreRoot(tmp_path / "store")
     session_id = fill_session(store)
     folder = store.session_dir(session_id)
     with Catalog.open(folder / "catalog.sqlite", readonly=True) as catalog:
@@ -188,7 +188,7 @@ def test_a_checkpoint_cut_short_on_disk_stops_the_export(tmp_path):
 
 
 def test_a_path_that_is_not_a_zip_is_refused_before_any_work(tmp_path):
-    store = Store(tmp_path / "store")
+    store = StoreRoot(tmp_path / "store")
     fill_session(store)
     with pytest.raises(ConfigError, match=r"does not end with \.zip"):
         export_session(None, store=store, path=tmp_path / "s.tar")
@@ -198,7 +198,7 @@ def test_a_path_that_is_not_a_zip_is_refused_before_any_work(tmp_path):
 
 
 def test_a_staged_snapshot_survives_the_session_changing_afterwards(tmp_path):
-    store = Store(tmp_path / "store")
+    store = StoreRoot(tmp_path / "store")
     session_id = fill_session(store)
     folder = store.session_dir(session_id)
     snapshot = stage_session(folder, root=store.root)
@@ -240,7 +240,7 @@ def test_export_while_training_gives_a_consistent_bundle(tmp_path, monkeypatch):
     assert run["status"] == "running" and run["latest_checkpoint"]["step"] >= 22
     assert {"model", "optimizer", "rng", "sampler"} <= set(run["latest_checkpoint"]["holds"])
     # Importing checks every file against the manifest and the catalog against the files.
-    entry = import_bundle(bundle, store=Store(tmp_path / "elsewhere"))
+    entry = import_bundle(bundle, store=StoreRoot(tmp_path / "elsewhere"))
     con = connect(entry.dir)
     train_rows = con.execute("SELECT count(*) FROM samples WHERE split = 'train'").fetchone()[0]
     newest = "SELECT reason FROM checkpoints ORDER BY step DESC, created_at DESC LIMIT 1"

@@ -19,7 +19,7 @@ from onthefly.store.bundle.export import export_session
 from onthefly.store.bundle.import_ import import_bundle, read_manifest
 from onthefly.store.bundle.checks import Limits
 from onthefly.store.catalog.catalog import Catalog
-from onthefly.store.lifecycle import Store
+from onthefly.store.lifecycle import StoreRoot
 from onthefly.store.read.query import connect
 from tests.bundle.test_export import fill_session, tree
 
@@ -30,16 +30,16 @@ pytestmark = pytest.mark.timeout(120)
 def good(tmp_path_factory) -> Path:
     """A bundle written by `export_session` from a session with shards and checkpoints."""
     folder = tmp_path_factory.mktemp("good")
-    store = Store(folder / "origin")
+    store = StoreRoot(folder / "origin")
     session_id = fill_session(store)
     export_session(session_id, store=store, path=folder / "good.zip")
     return folder / "good.zip"
 
 
 @pytest.fixture
-def target(tmp_path) -> Store:
+def target(tmp_path) -> StoreRoot:
     """The store imports go to, already holding a session of its own."""
-    store = Store(tmp_path / "target")
+    store = StoreRoot(tmp_path / "target")
     fill_session(store, project="resident", epochs=1)
     return store
 
@@ -92,7 +92,7 @@ def member(bundle: Path, kind: str) -> str:
     return next(f["path"] for f in read_manifest(bundle)["files"] if f["kind"] == kind)
 
 
-def refused(bundle: Path, store: Store, match: str) -> BundleError:
+def refused(bundle: Path, store: StoreRoot, match: str) -> BundleError:
     before = tree(store.root)
     with pytest.raises(BundleError, match=match) as info:
         import_bundle(bundle, store=store)
@@ -265,7 +265,7 @@ def test_files_that_are_not_zips_are_refused(target, tmp_path):
 
 
 def test_a_refused_import_into_a_new_root_leaves_no_root_behind(good, tmp_path):
-    store = Store(tmp_path / "fresh")
+    store = StoreRoot(tmp_path / "fresh")
     changed = {member(good, "samples"): b"PAR1 changed PAR1"}
     hostile = rewrite(good, tmp_path / "flip.zip", replace=changed, refresh=False)
     with pytest.raises(BundleError):
@@ -300,7 +300,7 @@ def test_importing_twice_adds_nothing(good, target):
 
 
 def test_a_session_already_there_is_returned_and_pinned(tmp_path):
-    store = Store(tmp_path / "store")
+    store = StoreRoot(tmp_path / "store")
     session_id = fill_session(store)
     export_session(session_id, store=store, path=tmp_path / "own.zip")
     assert not store.is_pinned(session_id)
@@ -311,13 +311,13 @@ def test_a_session_already_there_is_returned_and_pinned(tmp_path):
 
 
 def test_a_later_export_of_a_session_already_there_is_refused_with_a_remedy(tmp_path):
-    origin = Store(tmp_path / "origin")
+    origin = StoreRoot(tmp_path / "origin")
     session_id = fill_session(origin)
     export_session(session_id, store=origin, path=tmp_path / "early.zip")
     with origin.open_session("bundles", session_id=session_id, cleanup=False) as session:
         session.catalog.add_run(name="second")
     export_session(session_id, store=origin, path=tmp_path / "late.zip")
-    target = Store(tmp_path / "target")
+    target = StoreRoot(tmp_path / "target")
     import_bundle(tmp_path / "early.zip", store=target)
     before = tree(target.root)
     with pytest.raises(BundleError, match=rf"onthefly rm {session_id}"):

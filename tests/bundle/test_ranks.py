@@ -7,11 +7,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from onthefly.distributed import RankStore
+from onthefly.distributed import RankFiles
 from onthefly.errors import BundleError
 from onthefly.store.bundle.export import export_session
 from onthefly.store.bundle.import_ import import_bundle, read_manifest
-from onthefly.store.lifecycle import Store
+from onthefly.store.lifecycle import StoreRoot
 from onthefly.store.read.query import connect
 from tests.bundle.test_export import fill_session, tree
 from tests.bundle.test_import import rewrite
@@ -22,11 +22,11 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture
 def two_ranks(tmp_path):
     """A session whose rank 1 recorded 32 samples of epoch 0 in ranks/1/, exported."""
-    store = Store(tmp_path / "origin")
+    store = StoreRoot(tmp_path / "origin")
     session_id = fill_session(store, epochs=1)
     folder = store.session_dir(session_id)
     run = store.list_sessions()[0].runs[0]
-    rank = RankStore(folder, session_id=session_id, project="bundles", rank=1)
+    rank = RankFiles(folder, session_id=session_id, project="bundles", rank=1)
     rank.add_run(run.id, run.name)
     rank.writer.log_samples(run.id, "train", 0, 1, np.arange(64, 96), np.full(32, 0.5, np.float32))
     rank.writer.end_pass(run.id, "train", 0, 1).result()
@@ -40,7 +40,7 @@ def test_every_rank_travels_and_reads_back(two_ranks, tmp_path):
     files = read_manifest(bundle)["files"]
     ranked = sorted(f["path"] for f in files if f.get("rank") == 1)
     assert ranked[0] == "ranks/1/catalog.sqlite" and ranked[1].startswith("ranks/1/samples/")
-    entry = import_bundle(bundle, store=Store(tmp_path / "target"))
+    entry = import_bundle(bundle, store=StoreRoot(tmp_path / "target"))
     con = connect(entry.dir)
     assert con.execute("SELECT count(*) FROM samples").fetchone() == (64 + 32,)
     con.close()
@@ -48,7 +48,7 @@ def test_every_rank_travels_and_reads_back(two_ranks, tmp_path):
 
 def test_rank_files_without_their_catalog_are_refused(two_ranks, tmp_path):
     bundle, _ = two_ranks
-    target = Store(tmp_path / "target")
+    target = StoreRoot(tmp_path / "target")
     def unlist(doc: dict) -> None:
         doc["files"] = [f for f in doc["files"] if f["path"] != "ranks/1/catalog.sqlite"]
 
@@ -71,5 +71,5 @@ def test_checkpoints_and_stray_folders_under_ranks_are_refused(two_ranks, tmp_pa
     ):
         hostile = rewrite(bundle, tmp_path / "stray.zip", add=[(name, payload)])
         with pytest.raises(BundleError, match=reason):
-            import_bundle(hostile, store=Store(tmp_path / "target"))
+            import_bundle(hostile, store=StoreRoot(tmp_path / "target"))
         hostile.unlink()

@@ -15,10 +15,10 @@ from onthefly import Trainer
 from onthefly.errors import ConfigError
 from onthefly.store.bundle.import_ import import_bundle, read_manifest
 from onthefly.store.catalog.catalog import Catalog
-from onthefly.store.lifecycle import Store
+from onthefly.store.lifecycle import StoreRoot
 from onthefly.store.read.query import sql
 from onthefly.store.read.reports import report
-from onthefly.trainer.resume import bundle_reference, locate_checkpoint
+from onthefly.session.resume import bundle_reference, locate_checkpoint
 from tests.trainer.fixtures import assert_bitwise_equal, build, loaders
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -75,7 +75,7 @@ def test_two_epochs_exported_and_resumed_elsewhere_match_three_straight_bitwise(
 def test_the_resumed_run_is_a_child_of_the_imported_one(resumed):
     tmp_path, bundle = resumed
     (imported_run,) = read_manifest(bundle)["runs"]
-    sessions = {entry.id: entry for entry in Store(tmp_path / "second").list_sessions()}
+    sessions = {entry.id: entry for entry in StoreRoot(tmp_path / "second").list_sessions()}
     imported = sessions.pop(read_manifest(bundle)["session"]["id"])
     assert imported.pinned, "the clean-up of the resuming session must keep the imported one"
     (new,) = sessions.values()
@@ -97,7 +97,7 @@ def test_an_imported_session_answers_reports_from_its_runs(resumed, tmp_path):
 def test_a_run_of_a_bundle_is_chosen_with_a_hash_suffix(resumed, tmp_path):
     _, bundle = resumed
     (run,) = read_manifest(bundle)["runs"]
-    store = Store(tmp_path / "third")
+    store = StoreRoot(tmp_path / "third")
     point = locate_checkpoint(f"{bundle}#{run['name']}", store=store)
     assert point.checkpoint_id == run["latest_checkpoint"]["id"] and point.run["id"] == run["id"]
     assert store.is_pinned(point.session_id)
@@ -116,10 +116,10 @@ def test_bundle_references_split_into_file_and_run():
 def test_a_bundle_without_checkpoints_cannot_be_resumed(tmp_path):
     from onthefly.store.bundle.export import export_session
 
-    store = Store(tmp_path / "s")
+    store = StoreRoot(tmp_path / "s")
     with store.open_session("empty", cleanup=False) as session:
         session.catalog.add_run(name="nothing")
     export_session(None, store=store, path=tmp_path / "empty.zip")
     with pytest.raises(ConfigError, match="has a checkpoint"):
-        locate_checkpoint(str(tmp_path / "empty.zip"), store=Store(tmp_path / "t"))
-    assert import_bundle(tmp_path / "empty.zip", store=Store(tmp_path / "t")).pinned
+        locate_checkpoint(str(tmp_path / "empty.zip"), store=StoreRoot(tmp_path / "t"))
+    assert import_bundle(tmp_path / "empty.zip", store=StoreRoot(tmp_path / "t")).pinned

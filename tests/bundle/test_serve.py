@@ -10,10 +10,10 @@ import pytest
 
 from onthefly.protocol import codec, spec
 from onthefly.errors import StoreError
-from onthefly.serve import ServedSession, open_served, serve
+from onthefly.serve import ServedHandle, open_served, serve
 from onthefly.store.bundle.export import export_session
 from onthefly.store.bundle.import_ import import_bundle, read_manifest
-from onthefly.store.lifecycle import Store
+from onthefly.store.lifecycle import StoreRoot
 from tests.bundle.test_export import fill_session
 from tests.link.dashboard import RpcError, dash, link_env  # noqa: F401  (fixtures)
 
@@ -24,9 +24,9 @@ pytestmark = pytest.mark.timeout(120)
 def served(dash, tmp_path, monkeypatch):
     """An imported session served to the test dashboard from a thread; stopped after the test."""
     monkeypatch.chdir(tmp_path)
-    origin = Store(tmp_path / "origin")
+    origin = StoreRoot(tmp_path / "origin")
     export_session(fill_session(origin), store=origin, path=tmp_path / "s.zip")
-    store = Store(tmp_path / "store")
+    store = StoreRoot(tmp_path / "store")
     stop = threading.Event()
     printed: list[str] = []
     errors: list[BaseException] = []
@@ -95,7 +95,7 @@ def test_a_test_request_explains_why_a_served_session_cannot_test(served):
 
 
 def test_serving_ends_by_releasing_the_lock(dash, tmp_path):
-    store = Store(tmp_path / "store")
+    store = StoreRoot(tmp_path / "store")
     session_id = fill_session(store)
     stop = threading.Event()
     thread = threading.Thread(
@@ -110,16 +110,16 @@ def test_serving_ends_by_releasing_the_lock(dash, tmp_path):
 
 
 def test_a_live_session_is_served_by_its_own_process(tmp_path):
-    store = Store(tmp_path / "store")
+    store = StoreRoot(tmp_path / "store")
     with store.open_session("live", cleanup=False) as session:
         with pytest.raises(StoreError, match="is live"):
             open_served(session.id, store=store)
 
 
 def test_a_served_session_exports_itself(tmp_path):
-    store = Store(tmp_path / "store")
+    store = StoreRoot(tmp_path / "store")
     session_id = fill_session(store)
-    with ServedSession(store.session_dir(session_id), store=store) as handle:
+    with ServedHandle(store.session_dir(session_id), store=store) as handle:
         result = handle.export(path=str(tmp_path / "again.zip"))
-    entry = import_bundle(tmp_path / "again.zip", store=Store(tmp_path / "other"))
+    entry = import_bundle(tmp_path / "again.zip", store=StoreRoot(tmp_path / "other"))
     assert result["session"] == entry.id == session_id

@@ -18,7 +18,7 @@ from onthefly._version import __version__
 from onthefly.cli.main import sql_format
 from onthefly.cli.tables import format_cell, render_table
 from onthefly.errors import ConfigError
-from onthefly.store.lifecycle import Store
+from onthefly.store.lifecycle import StoreRoot
 from tests.store.shards import write_samples
 
 pytestmark = pytest.mark.timeout(120)
@@ -37,7 +37,7 @@ def onthefly(*args: str, home: Path | None = None) -> subprocess.CompletedProces
 def home(tmp_path_factory):
     """A store root with an older pinned session and a newer one holding 4 samples."""
     root = tmp_path_factory.mktemp("cli") / "home"
-    store = Store(root)
+    store = StoreRoot(root)
     with store.open_session("old-project", cleanup=False) as old:
         old.catalog.add_run(name="first")
     store.pin(old.id)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from onthefly.store.lifecycle import Store
+from onthefly.store.lifecycle import StoreRoot
 from tests.bundle.test_export import fill_session, tree
 from tests.link.dashboard import dash, link_env  # noqa: F401  (fixtures)
 
@@ -43,7 +43,7 @@ def one_error_line(result: subprocess.CompletedProcess, *words: str) -> str:
 def origin(tmp_path_factory):
     """A store with one closed session, and the bundle `onthefly export` writes of it."""
     root = tmp_path_factory.mktemp("cli-bundles")
-    session_id = fill_session(Store(root / "origin"))
+    session_id = fill_session(StoreRoot(root / "origin"))
     result = onthefly("export", "-o", str(root / "s.zip"), home=root / "origin")
     assert result.returncode == 0, result.stderr
     return root, session_id, root / "s.zip", result.stdout
@@ -98,7 +98,7 @@ def test_sql_and_report_open_a_bundle_directly(origin, tmp_path):
 def test_a_hostile_bundle_fails_with_one_line_and_leaves_the_store_alone(origin, tmp_path):
     _, _, bundle, _ = origin
     home = tmp_path / "home"
-    fill_session(Store(home), project="resident", epochs=1)
+    fill_session(StoreRoot(home), project="resident", epochs=1)
     hostile = tmp_path / "hostile.zip"
     with zipfile.ZipFile(bundle) as src, zipfile.ZipFile(hostile, "w") as out:
         for name in src.namelist():
@@ -137,7 +137,7 @@ def test_report_refuses_other_outputs_and_unknown_runs(origin, tmp_path):
 
 def test_pin_unpin_and_rm(tmp_path):
     home = tmp_path / "home"
-    store = Store(home)
+    store = StoreRoot(home)
     keep, drop = fill_session(store, epochs=1), fill_session(store, project="other", epochs=1)
     assert onthefly("pin", keep, home=home).stdout == f"pinned session {keep}\n"
     assert store.is_pinned(keep)
@@ -151,7 +151,7 @@ def test_pin_unpin_and_rm(tmp_path):
 
 def test_rm_refuses_a_live_session(tmp_path):
     home = tmp_path / "home"
-    with Store(home).open_session("live", cleanup=False) as session:
+    with StoreRoot(home).open_session("live", cleanup=False) as session:
         one_error_line(onthefly("rm", session.id, home=home), "is live")
         assert session.dir.is_dir()
 
@@ -168,13 +168,13 @@ def test_serve_hosts_a_bundle_for_the_dashboard_until_interrupted(origin, dash, 
         assert trainer.client["session"] == session_id
         answer = trainer.request("query", {"sql": "SELECT count(*) FROM samples"}, timeout=30)
         assert answer["rows"] == [[128]]
-        assert Store(home).is_live(session_id)
+        assert StoreRoot(home).is_live(session_id)
     finally:
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
     assert "serving session" in stderr and "stopped serving" in stderr
-    assert not Store(home).is_live(session_id) and Store(home).is_pinned(session_id)
+    assert not StoreRoot(home).is_live(session_id) and StoreRoot(home).is_pinned(session_id)
 
 
 def test_serve_fails_with_one_line_when_there_is_nothing_to_serve(tmp_path):

@@ -14,8 +14,8 @@ from onthefly.distributed import (
     unpack_rng,
 )
 from onthefly.errors import ConfigError
-from onthefly.trainer.rng import capture_rng, restore_rng
-from onthefly.trainer.trainer import _unpadded
+from onthefly.session.rng import capture_rng, restore_rng
+from onthefly.session.sampling import unpadded
 
 
 def test_a_single_process_is_not_distributed():
@@ -42,9 +42,9 @@ def test_a_users_distributed_sampler_is_kept_and_custom_samplers_are_refused():
 
 
 def test_unpadded_keeps_the_real_samples_of_a_batch():
-    assert _unpadded(16, seen=0, recorded=None) == 16
-    assert _unpadded(16, seen=60, recorded=66) == 6
-    assert _unpadded(16, seen=70, recorded=66) == 0
+    assert unpadded(16, seen=0, recorded=None) == 16
+    assert unpadded(16, seen=60, recorded=66) == 6
+    assert unpadded(16, seen=70, recorded=66) == 0
 
 
 def test_rng_states_travel_as_json_and_come_back_equal():

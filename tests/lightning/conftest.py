@@ -16,16 +16,16 @@ def isolated_store(tmp_path, monkeypatch):
 @pytest.fixture(autouse=True)
 def closed_sessions(monkeypatch):
     """Every session a test opens is closed when the test ends: its link thread and store do not outlive it."""
-    from onthefly.trainer.backend import TrainingSession
+    from onthefly.session.recorder import Recorder
 
     opened = []
-    init = TrainingSession.__init__
+    init = Recorder.__init__
 
     def recorded(self, *args, **kwargs):
         init(self, *args, **kwargs)
         opened.append(self)
 
-    monkeypatch.setattr(TrainingSession, "__init__", recorded)
+    monkeypatch.setattr(Recorder, "__init__", recorded)
     yield
     for session in opened:
         session.close()

@@ -155,11 +155,11 @@ def test_checkpoints_are_safetensors_holding_lightning_loop_state(tmp_path):
 
     _, otf, _ = fit(epochs=1)
     path = otf.session.query("SELECT path FROM checkpoints WHERE reason = 'final'")["rows"][0][0]
-    folder = otf._session_store.dir
+    folder = otf.session.dir
     with safe_open(str(folder / path), framework="pt") as f:
         keys = set(f.keys())
     assert {"model.net.0.weight", "optimizer.0.state.0.momentum_buffer"} <= keys
-    data = otf._session_store.checkpoints.load(otf.session.query("SELECT id FROM checkpoints WHERE reason = 'final'")["rows"][0][0])
+    data = otf.recorder.files().checkpoints.load(otf.session.query("SELECT id FROM checkpoints WHERE reason = 'final'")["rows"][0][0])
     assert data.extra["lightning"]["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] == 1
     assert data.scheduler[0]["last_epoch"] == 1
 

@@ -15,7 +15,7 @@ from torch.nn.functional import cross_entropy as imported_cross_entropy
 
 from onthefly.lightning.capture import LossCapture, functional_sites, plan_capture
 from onthefly.lightning.loss import sample_layout
-from onthefly.trainer.losses import (
+from onthefly.session.losses import (
     class_index_kept,
     per_sample_values,
     tokens_per_sample,

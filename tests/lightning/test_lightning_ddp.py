@@ -126,8 +126,8 @@ def test_a_copy_of_the_callback_and_its_loaders_leaves_this_process_state_behind
     otf = attach_lightning(trainer=lit, model=model, project="p", loss_fn=model.loss)
     lit.fit(model, train, val)
     twin = copy.deepcopy(otf)
-    assert type(twin) is type(otf) and otf._session_store is not None and twin._session_store is None
-    assert twin._control is not otf._control and twin.session.status()["state"] == "idle"
+    assert type(twin) is type(otf) and otf.recorder.opened and not twin.recorder.opened
+    assert twin.recorder.control is not otf.recorder.control and twin.session.status()["state"] == "idle"
     assert twin._loss_capture.recorder.inner is twin._loss_plan.loss and twin._loss_plan.owner is twin._module
 
     batches = track(train, seed=0, split="train")

@@ -27,7 +27,7 @@ def write_samples(
     """Write one sealed samples shard and list it in the session's catalog.
 
     Args:
-        session: an open ``SessionStore`` (its ``dir`` and ``catalog`` are used).
+        session: an open ``SessionFiles`` (its ``dir`` and ``catalog`` are used).
         run_id, epoch, split: where the rows belong.
         sample_ids, losses: one entry per row.
         step: one step for every row, or one per row.

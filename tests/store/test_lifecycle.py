@@ -13,10 +13,10 @@ import pytest
 
 from onthefly.errors import ConfigError, MissingFileError, StoreError
 from onthefly.store.catalog.catalog import Catalog
-from onthefly.store.lifecycle import SESSION_ID_RE, SessionStore, Store, new_session_id, removable
+from onthefly.store.lifecycle import SESSION_ID_RE, SessionFiles, StoreRoot, new_session_id, removable
 
 
-def _old_session(store: Store, session_id: str, project: str = "old") -> Path:
+def _old_session(store: StoreRoot, session_id: str, project: str = "old") -> Path:
     """A finished session: opened, given a run, closed (so not live)."""
     with store.open_session(project, session_id=session_id, cleanup=False) as session:
         session.catalog.add_run(name="r")
@@ -28,9 +28,9 @@ def _old_session(store: Store, session_id: str, project: str = "old") -> Path:
 _HOLDER = textwrap.dedent(
     """
     import sys
-    from onthefly.store.lifecycle import Store
+    from onthefly.store.lifecycle import StoreRoot
 
-    session = Store(sys.argv[1]).open_session("held", session_id=sys.argv[2], cleanup=False)
+    session = StoreRoot(sys.argv[1]).open_session("held", session_id=sys.argv[2], cleanup=False)
     print("open", flush=True)
     sys.stdin.readline()
     session.close()
@@ -39,8 +39,8 @@ _HOLDER = textwrap.dedent(
 
 
 @pytest.fixture
-def store(tmp_home: Path) -> Store:
-    return Store(tmp_home)
+def store(tmp_home: Path) -> StoreRoot:
+    return StoreRoot(tmp_home)
 
 
 # --- ids and the pure decision ------------------------------------------------
@@ -74,10 +74,10 @@ def test_removable_decides_from_name_marker_lock_pin_and_keep(name, marker, live
 # --- opening and closing ------------------------------------------------------
 
 
-def test_open_session_creates_a_locked_marked_folder_with_a_catalog(store: Store, tmp_home: Path) -> None:
+def test_open_session_creates_a_locked_marked_folder_with_a_catalog(store: StoreRoot, tmp_home: Path) -> None:
     session = store.open_session("mnist", meta={"argv": ["train.py"]})
     try:
-        assert isinstance(session, SessionStore)
+        assert isinstance(session, SessionFiles)
         assert session.dir == tmp_home / "sessions" / session.id and SESSION_ID_RE.match(session.id)
         marker = json.loads((session.dir / "SESSION").read_text())
         assert marker["id"] == session.id and marker["project"] == "mnist" and marker["created_at"] > 0
@@ -92,7 +92,7 @@ def test_open_session_creates_a_locked_marked_folder_with_a_catalog(store: Store
         session.catalog.runs()
 
 
-def test_a_session_reopens_by_id_but_not_twice_at_once(store: Store) -> None:
+def test_a_session_reopens_by_id_but_not_twice_at_once(store: StoreRoot) -> None:
     with store.open_session("p") as first:
         run = first.catalog.add_run(name="a")
         with pytest.raises(StoreError, match="is open in another process"):
@@ -102,11 +102,11 @@ def test_a_session_reopens_by_id_but_not_twice_at_once(store: Store) -> None:
 
 
 def test_store_defaults_to_onthefly_home(tmp_home: Path) -> None:
-    assert Store().root == tmp_home.resolve()
-    assert Store().sessions_dir == tmp_home.resolve() / "sessions"
+    assert StoreRoot().root == tmp_home.resolve()
+    assert StoreRoot().sessions_dir == tmp_home.resolve() / "sessions"
 
 
-def test_open_session_refuses_an_id_folder_that_is_not_a_session(store: Store) -> None:
+def test_open_session_refuses_an_id_folder_that_is_not_a_session(store: StoreRoot) -> None:
     stranger = store.sessions_dir / "20250101-000000-abcdef"
     stranger.mkdir(parents=True)
     (stranger / "notes.txt").write_text("mine")
@@ -121,19 +121,19 @@ def test_open_session_refuses_an_id_folder_that_is_not_a_session(store: Store) -
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "..", "", "a\\b"])
-def test_session_dir_refuses_names_that_leave_the_sessions_folder(store: Store, bad: str) -> None:
+def test_session_dir_refuses_names_that_leave_the_sessions_folder(store: StoreRoot, bad: str) -> None:
     with pytest.raises(ConfigError, match="is not a session id"):
         store.session_dir(bad)
 
 
-def test_session_dir_lists_what_exists_when_the_id_is_unknown(store: Store) -> None:
+def test_session_dir_lists_what_exists_when_the_id_is_unknown(store: StoreRoot) -> None:
     old = _old_session(store, "20250101-000000-000001")
     with pytest.raises(MissingFileError, match=rf"no session '20990101-000000-000000'.*existing sessions: {old.name}"):
         store.session_dir("20990101-000000-000000")
     assert store.session_dir(old.name) == old
 
 
-def test_list_sessions_is_newest_first_and_survives_a_broken_catalog(store: Store) -> None:
+def test_list_sessions_is_newest_first_and_survives_a_broken_catalog(store: StoreRoot) -> None:
     a = _old_session(store, "20250101-000000-00000a", project="a")
     b = _old_session(store, "20250101-000000-00000b", project="b")
     (b / "catalog.sqlite").write_bytes(b"garbage" * 100)
@@ -147,14 +147,14 @@ def test_list_sessions_is_newest_first_and_survives_a_broken_catalog(store: Stor
         assert entries[2].error is None and [r.name for r in entries[2].runs] == ["r"]
         assert entries[2].project == "a" and entries[1].project == "b"
         assert store.newest().id == c.id
-    assert Store(store.root / "nowhere").list_sessions() == []
-    assert Store(store.root / "nowhere").newest() is None
+    assert StoreRoot(store.root / "nowhere").list_sessions() == []
+    assert StoreRoot(store.root / "nowhere").newest() is None
 
 
 # --- pins and removal ---------------------------------------------------------
 
 
-def test_pin_and_unpin(store: Store) -> None:
+def test_pin_and_unpin(store: StoreRoot) -> None:
     old = _old_session(store, "20250101-000000-000001")
     store.pin(old.name)
     assert store.is_pinned(old.name) and (old / "PINNED").is_file()
@@ -166,7 +166,7 @@ def test_pin_and_unpin(store: Store) -> None:
     assert not old.exists()
 
 
-def test_remove_refuses_a_live_session(store: Store) -> None:
+def test_remove_refuses_a_live_session(store: StoreRoot) -> None:
     with store.open_session("p") as live:
         with pytest.raises(StoreError, match="is live .* stop its process first"):
             store.remove(live.id)
@@ -179,7 +179,7 @@ def test_remove_refuses_a_live_session(store: Store) -> None:
 
 @pytest.mark.slow
 def test_a_new_session_removes_old_ones_and_keeps_live_pinned_and_foreign_things(
-    store: Store, tmp_home: Path
+    store: StoreRoot, tmp_home: Path
 ) -> None:
     old = [_old_session(store, f"20250101-00000{i}-00000{i}") for i in range(2)]
     pinned = _old_session(store, "20250102-000000-0000aa")
@@ -225,8 +225,8 @@ def test_a_new_session_removes_old_ones_and_keeps_live_pinned_and_foreign_things
     assert store.cleanup(keep={new.id}) == [live_id]
 
 
-def test_a_symlinked_session_is_unlinked_and_its_target_left_alone(store: Store, tmp_path: Path) -> None:
-    target = _old_session(Store(tmp_path / "elsewhere"), "20250101-000000-00000e")
+def test_a_symlinked_session_is_unlinked_and_its_target_left_alone(store: StoreRoot, tmp_path: Path) -> None:
+    target = _old_session(StoreRoot(tmp_path / "elsewhere"), "20250101-000000-00000e")
     store.sessions_dir.mkdir(parents=True)
     link = store.sessions_dir / target.name
     link.symlink_to(target, target_is_directory=True)
@@ -239,7 +239,7 @@ def test_a_symlinked_session_is_unlinked_and_its_target_left_alone(store: Store,
         assert [r.name for r in catalog.runs()] == ["r"]
 
 
-def test_symlinks_inside_a_session_are_not_followed(store: Store, tmp_path: Path) -> None:
+def test_symlinks_inside_a_session_are_not_followed(store: StoreRoot, tmp_path: Path) -> None:
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "data.txt").write_text("keep")
@@ -249,12 +249,12 @@ def test_symlinks_inside_a_session_are_not_followed(store: Store, tmp_path: Path
     assert (precious / "data.txt").read_text() == "keep"
 
 
-def test_cleanup_without_a_sessions_folder_does_nothing(store: Store) -> None:
+def test_cleanup_without_a_sessions_folder_does_nothing(store: StoreRoot) -> None:
     assert store.cleanup() == []
     assert not store.sessions_dir.exists()
 
 
-def test_close_flushes_the_writer_before_closing_the_catalog(store: Store) -> None:
+def test_close_flushes_the_writer_before_closing_the_catalog(store: StoreRoot) -> None:
     import numpy as np
 
     session = store.open_session("p", cleanup=False)

@@ -13,7 +13,7 @@ import pytest
 
 from onthefly.errors import ConfigError, CorruptFileError, MissingFileError, QueryError, StoreError
 from onthefly.store.read import query
-from onthefly.store.lifecycle import Store
+from onthefly.store.lifecycle import StoreRoot
 from onthefly.store.records import EpochSummary
 from onthefly.store.shards.schema import SAMPLES_SCHEMA, STEPS_SCHEMA
 from tests.store.shards import write_samples
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture
 def session(tmp_home):
-    with Store(tmp_home).open_session("demo", cleanup=False) as s:
+    with StoreRoot(tmp_home).open_session("demo", cleanup=False) as s:
         yield s
 
 
@@ -115,7 +115,7 @@ def test_a_shard_listed_outside_the_samples_folder_is_refused(session, run_id):
 
 
 def test_refresh_refuses_a_connection_of_another_session(tmp_home, session):
-    with Store(tmp_home).open_session("other", cleanup=False) as other:
+    with StoreRoot(tmp_home).open_session("other", cleanup=False) as other:
         con = query.connect(other.dir)
         with pytest.raises(ConfigError, match="connect"):
             query.refresh(con, session.dir)
@@ -243,7 +243,7 @@ def test_json_value_turns_non_finite_numbers_into_null():
 
 
 def test_sql_opens_the_newest_session_by_default_or_one_by_id_or_folder(tmp_home):
-    store = Store(tmp_home)
+    store = StoreRoot(tmp_home)
     with store.open_session("first", cleanup=False) as a:
         a.catalog.add_run(name="a")
     with store.open_session("second", cleanup=False) as b:
@@ -258,7 +258,7 @@ def test_sql_explains_what_it_cannot_open(tmp_home, tmp_path):
         query.sql(home=tmp_home)
     with pytest.raises(ConfigError, match="onthefly import"):
         query.sql(tmp_path / "bundle.zip", home=tmp_home)
-    with Store(tmp_home).open_session("demo", cleanup=False):
+    with StoreRoot(tmp_home).open_session("demo", cleanup=False):
         pass
     with pytest.raises(MissingFileError, match="existing sessions"):
         query.sql("20000101-000000-abcdef", home=tmp_home)

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from onthefly.errors import ConfigError, QueryError, StoreError
-from onthefly.store.lifecycle import Store
+from onthefly.store.lifecycle import StoreRoot
 from onthefly.store.read import query, reports
 from onthefly.store.records import EpochSummary
 from tests.store.shards import write_samples
@@ -42,7 +42,7 @@ def summary(run_id, epoch, step, p50, *, split="train"):
 @pytest.fixture
 def setup(tmp_home, tmp_path):
     """A session with one run of two summarized epochs; yields (session, run_id, con, root)."""
-    with Store(tmp_home).open_session("demo", cleanup=False) as session:
+    with StoreRoot(tmp_home).open_session("demo", cleanup=False) as session:
         run_id = session.catalog.add_run(name="baseline").id
         add_shard(session, run_id, 0, EPOCH0, step=0)
         add_shard(session, run_id, 1, EPOCH1, step=6)

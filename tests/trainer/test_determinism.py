@@ -108,7 +108,7 @@ def test_an_epoch_checkpoint_written_while_training_goes_on_holds_that_epochs_st
     trainer = Trainer(project="det", max_epochs=2, val_every_n_epochs=1, connect_dashboard=False, progress=False)
     trainer.fit(model=model, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), train_loader=train_loader,
                 val_loader=val_loader, scheduler=scheduler)
-    store = trainer._session_store
+    store = trainer.recorder.files()
     listed = store.catalog.checkpoints()  # fit returned: every epoch checkpoint is written and listed
     assert [(c.reason, c.epoch) for c in listed] == [("epoch", 1), ("epoch", 2), ("final", 2)]
     first = load_checkpoint(store.checkpoints.path_of(listed[0]), sha256=listed[0].sha256)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from onthefly.errors import ConfigError
-from onthefly.trainer.model_io import (
+from onthefly.session.model_io import (
     ModelOutputLoss,
     SpreadPlan,
     call_spread,

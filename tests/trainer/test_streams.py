@@ -12,9 +12,9 @@ from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from onthefly.errors import ConfigError
 from onthefly.store.checkpoints.checkpoints import load_checkpoint, save_checkpoint
-from onthefly.trainer.console import Console
-from onthefly.trainer.sampling import TrackedLoader
-from onthefly.trainer.streams import (
+from onthefly.session.console import Console
+from onthefly.session.sampling import TrackedLoader
+from onthefly.session.streams import (
     ID_KEYS,
     StreamCursor,
     batch_sample_ids,

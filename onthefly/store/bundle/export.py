@@ -43,10 +43,10 @@ from onthefly.store.catalog import migrate
 from onthefly.store.catalog.catalog import Catalog
 from onthefly.store.durable import fsync_folder
 from onthefly.store.layout import CATALOG, MANIFEST, rank_catalogs
-from onthefly.store.records import CheckpointInfo, RunInfo, SessionInfo
+from onthefly.store.records import CheckpointInfo, RunInfo, SessionRecord
 
 if TYPE_CHECKING:
-    from onthefly.store.lifecycle import SessionStore, Store
+    from onthefly.store.lifecycle import SessionFiles, StoreRoot
 
 __all__ = [
     "StagedFile",
@@ -89,7 +89,7 @@ class Snapshot:
     """
 
     dir: Path
-    session: SessionInfo
+    session: SessionRecord
     runs: tuple[RunInfo, ...]
     files: tuple[StagedFile, ...]
     schema: str
@@ -102,7 +102,7 @@ class Snapshot:
 # -- phase 1: the snapshot ------------------------------------------------------
 
 
-def snapshot_session(session: SessionStore, *, checkpoint: Callable[[], Any] | None = None) -> Snapshot:
+def snapshot_session(session: SessionFiles, *, checkpoint: Callable[[], Any] | None = None) -> Snapshot:
     """Stage a live session owned by this process (run it on the training thread).
 
     Args:
@@ -125,7 +125,7 @@ def snapshot_session(session: SessionStore, *, checkpoint: Callable[[], Any] | N
     """
     if checkpoint is not None:
         checkpoint()
-    session.settle()
+    session.flush()
     return stage_session(session.dir, root=session.store.root)
 
 
@@ -390,7 +390,7 @@ def _file_entry(f: StagedFile, digest: str) -> dict[str, Any]:
 def export_session(
     session: str | os.PathLike[str] | None,
     *,
-    store: Store,
+    store: StoreRoot,
     path: str | os.PathLike[str],
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
@@ -415,7 +415,7 @@ def export_session(
         ConfigError: a bad ``path``.
 
     Example:
-        >>> export_session(None, store=Store(), path="latest.zip")["runs"]  # doctest: +SKIP
+        >>> export_session(None, store=StoreRoot(), path="latest.zip")["runs"]  # doctest: +SKIP
         2
     """
     _zip_target(path)  # refuse a bad path before any work

@@ -59,8 +59,8 @@ from onthefly.store.durable import fsync_folder
 from onthefly.store.layout import CATALOG, MANIFEST, MARKER, PINNED
 
 if TYPE_CHECKING:
-    from onthefly.store.lifecycle import Store
-    from onthefly.store.records import SessionEntry
+    from onthefly.store.lifecycle import StoreRoot
+    from onthefly.store.records import SessionListing
 
 __all__ = ["import_bundle", "read_manifest"]
 
@@ -105,10 +105,10 @@ def read_manifest(path: str | os.PathLike[str], *, limits: Limits = DEFAULT_LIMI
 def import_bundle(
     path: str | os.PathLike[str],
     *,
-    store: Store,
+    store: StoreRoot,
     limits: Limits = DEFAULT_LIMITS,
     progress: Callable[[int], None] | None = None,
-) -> SessionEntry:
+) -> SessionListing:
     """Import a bundle into ``store`` as a pinned session, or find it already there.
 
     The session keeps its id and its runs keep theirs; the session's origin
@@ -133,7 +133,7 @@ def import_bundle(
             is left as it was.
 
     Example:
-        >>> entry = import_bundle("mnist.zip", store=Store())  # doctest: +SKIP
+        >>> entry = import_bundle("mnist.zip", store=StoreRoot())  # doctest: +SKIP
         >>> entry.pinned, [run.name for run in entry.runs]     # doctest: +SKIP
         (True, ['baseline'])
     """
@@ -288,7 +288,7 @@ def _session_id(manifest: dict[str, Any], bundle: Path) -> str:
     return session_id
 
 
-def _already_there(store: Store, manifest: dict[str, Any], members: list[Member], bundle: Path) -> bool:
+def _already_there(store: StoreRoot, manifest: dict[str, Any], members: list[Member], bundle: Path) -> bool:
     """True when the store holds this session with everything the bundle brings."""
     session_id = manifest["session"]["id"]
     folder = store.sessions_dir / session_id
@@ -376,7 +376,7 @@ def _runs_with_data(members: list[Member]) -> list[str]:
     return sorted({m.run for m in members if m.run is not None and m.kind != "catalog"})
 
 
-def _owned_runs(store: Store, session_id: str) -> dict[str, str]:
+def _owned_runs(store: StoreRoot, session_id: str) -> dict[str, str]:
     """run id -> the session of the store holding that run's shards or checkpoints."""
     owned: dict[str, str] = {}
     for entry in store.list_sessions():
@@ -425,7 +425,7 @@ def _write_markers(scratch: Path, manifest: dict[str, Any], bundle: Path) -> Non
     (scratch / PINNED).write_text(json.dumps({"pinned_at": time.time(), "reason": "imported"}), encoding="utf-8")
 
 
-def _move_into_place(scratch: Path, store: Store, session_id: str, bundle: Path) -> None:
+def _move_into_place(scratch: Path, store: StoreRoot, session_id: str, bundle: Path) -> None:
     sessions = store.sessions_dir
     made = not sessions.exists()
     sessions.mkdir(parents=True, exist_ok=True)
@@ -451,7 +451,7 @@ def _rmdir_quietly(folder: Path) -> None:
         pass
 
 
-def _entry(store: Store, session_id: str) -> SessionEntry:
+def _entry(store: StoreRoot, session_id: str) -> SessionListing:
     for entry in store.list_sessions():
         if entry.id == session_id:
             return entry

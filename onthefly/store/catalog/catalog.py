@@ -63,7 +63,7 @@ from onthefly.store.records import (
     EpochSummary,
     EventInfo,
     RunInfo,
-    SessionInfo,
+    SessionRecord,
     ShardInfo,
     SliceInfo,
     TestInfo,
@@ -234,7 +234,7 @@ class Catalog:
 
     def init_session(
         self, session_id: str, project: str, *, origin: str = "new", meta: dict | None = None
-    ) -> SessionInfo:
+    ) -> SessionRecord:
         """Record the session this catalog belongs to (again on reopen: host and pid refresh).
 
         Args:
@@ -271,7 +271,7 @@ class Catalog:
                 c.execute(f"UPDATE sessions SET {sets} WHERE id = ?", (*running_on.values(), session_id))
             return session_info(_one(c, "SELECT * FROM sessions WHERE id = ?", [session_id]))
 
-    def session(self) -> SessionInfo | None:
+    def session(self) -> SessionRecord | None:
         """The session record, or None before :meth:`init_session`."""
         with self._transaction() as c:
             row = _one(c, "SELECT * FROM sessions LIMIT 1")

@@ -23,7 +23,7 @@ from onthefly.store.records import (
     EpochSummary,
     EventInfo,
     RunInfo,
-    SessionInfo,
+    SessionRecord,
     ShardInfo,
     SliceInfo,
     TestInfo,
@@ -140,8 +140,8 @@ def blob_ids(blob: bytes) -> np.ndarray:
 # --- rows -> records ----------------------------------------------------------
 
 
-def session_info(row: Any) -> SessionInfo:
-    return SessionInfo(
+def session_info(row: Any) -> SessionRecord:
+    return SessionRecord(
         id=row["id"], project=row["project"], created_at=row["created_at"], origin=row["origin"],
         host=row["host"], pid=row["pid"], package_version=row["package_version"],
         meta=json_value(row["meta"]),

@@ -62,7 +62,7 @@ from onthefly.store.layout import (
     STEPS_DIR,
     rank_catalogs,
 )
-from onthefly.store.lifecycle import Store
+from onthefly.store.lifecycle import StoreRoot
 from onthefly.store.shards.schema import SAMPLES_SCHEMA, STEPS_SCHEMA
 
 __all__ = [
@@ -257,7 +257,7 @@ def sql(
     if session is not None and Path(session).suffix.lower() == ".zip":
         from onthefly.store.bundle.import_ import import_bundle
 
-        return connect(import_bundle(session, store=Store(home)).dir)
+        return connect(import_bundle(session, store=StoreRoot(home)).dir)
     return connect(session_dir_of(session, home=home))
 
 
@@ -285,7 +285,7 @@ def session_dir_of(
         PosixPath('/work/.onthefly/sessions/20250101-120000-ab12')
     """
     if session is None:
-        store = Store(home)
+        store = StoreRoot(home)
         newest = store.newest()
         if newest is None:
             raise StoreError(
@@ -304,7 +304,7 @@ def session_dir_of(
     text = os.fspath(session)
     if os.sep in text or (os.altsep and os.altsep in text):
         raise StoreError(f"no session folder at {str(path)!r}: check the path, or pass a session id")
-    return Path(Store(home).session_dir(text)).resolve()
+    return Path(StoreRoot(home).session_dir(text)).resolve()
 
 
 # -- queries --------------------------------------------------------------------

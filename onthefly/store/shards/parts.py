@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from onthefly.errors import CorruptFileError, MissingFileError
 from onthefly.store.durable import fsync_folder
-from onthefly.store.records import EpochSummary
+from onthefly.store.records import EpochSummary, PassKey
 from onthefly.store.shards.arrow_numpy import to_numpy, values_and_mask
 from onthefly.store.shards.schema import (
     SAMPLES_SCHEMA,
@@ -107,7 +107,7 @@ def plan_merge(
     return []
 
 
-def samples_part(key: tuple[str, str, int], batches: list[tuple[Any, dict[str, Any], int]]) -> pa.Table:
+def samples_part(key: PassKey, batches: list[tuple[Any, dict[str, Any], int]]) -> pa.Table:
     """A live part of one pass from its buffered ``(step, columns, n)`` batches."""
     run_id, split, epoch = key
     # A live part spans the whole id range whatever its order: only merged and
@@ -166,7 +166,7 @@ def sorted_table(tables: list[pa.Table], column: str) -> pa.Table:
     return concat_sorted(tables, column, constant=constant)
 
 
-def pass_summary(key: tuple[str, str, int], step: int, table: pa.Table, metrics: dict) -> EpochSummary:
+def pass_summary(key: PassKey, step: int, table: pa.Table, metrics: dict) -> EpochSummary:
     run_id, split, epoch = key
     stats = summarize_losses(to_numpy(table.column("loss")))
     nonfinite = stats.pop("nonfinite")

@@ -40,7 +40,6 @@ import pyarrow as pa
 from onthefly.errors import ConfigError, OnTheFlyError, StoreError
 from onthefly.store.background import lower_this_thread
 from onthefly.store.layout import samples_folder, steps_folder
-from onthefly.store.records import ShardInfo
 from onthefly.store.shards.arrow_numpy import to_numpy
 from onthefly.store.shards.handoff import Handoff
 from onthefly.store.shards.parts import (
@@ -53,12 +52,21 @@ from onthefly.store.shards.parts import (
     steps_part,
     write_parquet,
 )
+from onthefly.store.records import PassKey, ShardInfo
 from onthefly.store.shards.writer_input import (
     PLAIN_NUMBERS,
     check_name,
     class_scores,
     column,
     steps_columns,
+)
+from onthefly.store.shards.writer_items import (
+    Close,
+    EndPass,
+    Flush,
+    SampleRows,
+    StepRows,
+    is_urgent,
 )
 
 if TYPE_CHECKING:
@@ -179,7 +187,7 @@ class ShardWriter:
         self._stats = dict.fromkeys(("rows_written", "parts_written", "bytes_written", "merges"), 0)
         self._stats.update(files_deleted=0, queue_high_water=0, blocked_seconds=0.0, errors=0)
         # Collector state.
-        self._samples: dict[tuple[str, str, int], _Buffer] = {}
+        self._samples: dict[PassKey, _Buffer] = {}
         self._steps: dict[str, _Buffer] = {}
         self._in_flight = threading.BoundedSemaphore(_IN_FLIGHT)
         self._next_gc = 0.0
@@ -265,7 +273,7 @@ class ShardWriter:
             cols["scores"] = class_scores(scores, n, given=cols)
         if not isinstance(step, (int, np.integer)):
             step = column("step", step, "iu", n)
-        self._put(("samples", (run_id, split, int(epoch)), step, cols, n))
+        self._put(SampleRows(PassKey(run_id, split, int(epoch)), step, cols, n))
 
     def log_steps(self, run_id: str, rows: Mapping[str, Sequence] | Sequence[Mapping]) -> None:
         """Queue step metrics: a columnar dict or a list of row dicts.
@@ -294,7 +302,7 @@ class ShardWriter:
         n = len(columns["step"])
         if n:
             columns.setdefault("time", [time.time()] * n)
-            self._put(("steps", run_id, columns, n))
+            self._put(StepRows(run_id, columns, n))
 
     def log_step(self, run_id: str, row: Mapping[str, Any]) -> None:
         """Queue the metrics of one step, ``{"step": 12, "loss": 0.3, ...}``.
@@ -316,7 +324,7 @@ class ShardWriter:
         columns = {str(name): (value,) for name, value in row.items()}
         if "time" not in columns:
             columns["time"] = (time.time(),)
-        self._put(("steps", run_id, columns, 1))
+        self._put(StepRows(run_id, columns, 1))
 
     def end_pass(
         self, run_id: str, split: str, epoch: int, step: int, *, metrics: dict | None = None
@@ -354,7 +362,7 @@ class ShardWriter:
         if not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise ConfigError(f"epoch={epoch!r} is not an integer >= 0: pass the epoch number as an int")
         future: concurrent.futures.Future = concurrent.futures.Future()
-        self._put(("end_pass", (run_id, split, int(epoch)), int(step), dict(metrics or {}), future))
+        self._put(EndPass(PassKey(run_id, split, int(epoch)), int(step), dict(metrics or {}), future))
         return future
 
     def flush(self, timeout: float | None = None) -> None:
@@ -408,8 +416,8 @@ class ShardWriter:
         if self._closed:
             raise StoreError(f"the shard writer of {self._dir} is closed: create a new ShardWriter to log more rows")
 
-    def _put(self, item: tuple) -> None:
-        urgent = item[0] not in ("samples", "steps")  # flush, end_pass, close: the caller waits for them
+    def _put(self, item: SampleRows | StepRows | EndPass | Flush | Close) -> None:
+        urgent = is_urgent(item)  # flush, end_pass, close: the caller waits for them
         if not self._queue.put(item, urgent=urgent, timeout=0):
             start = time.perf_counter()
             while not self._queue.put(item, urgent=urgent, timeout=0.1):
@@ -424,7 +432,7 @@ class ShardWriter:
 
     def _wait(self, what: str, timeout: float | None) -> None:
         future: concurrent.futures.Future = concurrent.futures.Future()
-        self._put((what, future))
+        self._put(Flush(future) if what == "flush" else Close(future))
         try:
             future.result(timeout)
         except concurrent.futures.TimeoutError:
@@ -459,8 +467,9 @@ class ShardWriter:
                     stop = self._collect(item) or stop
                 except Exception as exc:  # noqa: BLE001 - the thread must survive; the caller sees it later
                     err = self._record(exc)
-                    if isinstance(item[-1], concurrent.futures.Future):
-                        item[-1].set_exception(err)
+                    future = getattr(item, "future", None)
+                    if future is not None:
+                        future.set_exception(err)
             try:
                 self._submit_due(everything=False)
                 if not stop and time.monotonic() >= self._next_gc:
@@ -471,35 +480,32 @@ class ShardWriter:
         self._prepare.stop()
         self._commit.stop()
 
-    def _collect(self, item: tuple) -> bool:
+    def _collect(self, item: SampleRows | StepRows | EndPass | Flush | Close) -> bool:
         """Take one queued item; True once the writer is closing."""
-        kind = item[0]
-        if kind == "samples":
-            _, key, step, cols, n = item
-            buf = self._samples.get(key)
-            if buf is None:
-                buf = self._samples[key] = _Buffer(since=time.monotonic())
-            buf.batches.append((step, cols, n))
-            buf.rows += n
-            if buf.rows >= MAX_PART_ROWS:
-                self._submit_part(key)
-        elif kind == "steps":
-            _, run_id, columns, n = item
-            buf = self._steps.setdefault(run_id, _Buffer(since=time.monotonic()))
-            buf.batches.append((None, columns, n))
-            buf.rows += n
-        elif kind == "end_pass":
-            _, key, step, metrics, future = item
-            buf = self._samples.pop(key, None)
-            built = None if buf is None else self._prepare.submit(samples_part, key, buf.batches)
-            self._commit.submit(self._settle, future, self._end_pass, key, step, metrics, built)
-        elif kind == "flush":
-            self._submit_due(everything=True)
-            self._commit.submit(item[1].set_result, None)
-        elif kind == "close":
-            self._submit_due(everything=True)
-            self._commit.submit(self._settle, item[1], self._close_files)
-            return True
+        match item:
+            case SampleRows(key=key):
+                buf = self._samples.get(key)
+                if buf is None:
+                    buf = self._samples[key] = _Buffer(since=time.monotonic())
+                buf.batches.append((item.step, item.columns, item.rows))
+                buf.rows += item.rows
+                if buf.rows >= MAX_PART_ROWS:
+                    self._submit_part(key)
+            case StepRows(run_id=run_id):
+                buf = self._steps.setdefault(run_id, _Buffer(since=time.monotonic()))
+                buf.batches.append((None, item.columns, item.rows))
+                buf.rows += item.rows
+            case EndPass(key=key):
+                buf = self._samples.pop(key, None)
+                built = None if buf is None else self._prepare.submit(samples_part, key, buf.batches)
+                self._commit.submit(self._resolve, item.future, self._end_pass, key, item.step, item.metrics, built)
+            case Flush():
+                self._submit_due(everything=True)
+                self._commit.submit(item.future.set_result, None)
+            case Close():
+                self._submit_due(everything=True)
+                self._commit.submit(self._resolve, item.future, self._close_files)
+                return True
         return False
 
     def _submit_due(self, *, everything: bool) -> None:
@@ -509,7 +515,7 @@ class ShardWriter:
         for run_id in [r for r, b in self._steps.items() if everything or b.since <= limit]:
             self._submit_part(run_id)
 
-    def _submit_part(self, key: str | tuple[str, str, int]) -> None:
+    def _submit_part(self, key: str | PassKey) -> None:
         """Build (prepare worker), then write and list (commit worker) one part."""
         buf = self._steps.pop(key) if isinstance(key, str) else self._samples.pop(key)
         self._in_flight.acquire()  # waits while the workers hold enough parts: the queue then fills
@@ -525,7 +531,7 @@ class ShardWriter:
             self._record(exc)
             return None
 
-    def _settle(self, future: concurrent.futures.Future, fn: Callable, *args: Any) -> None:
+    def _resolve(self, future: concurrent.futures.Future, fn: Callable, *args: Any) -> None:
         try:
             future.set_result(fn(*args))
         except Exception as exc:  # noqa: BLE001 - delivered through the future and the next call
@@ -541,13 +547,13 @@ class ShardWriter:
             self._pending.append(exc)
         return exc
 
-    def _commit_part(self, key: str | tuple[str, str, int], built: concurrent.futures.Future) -> None:
+    def _commit_part(self, key: str | PassKey, built: concurrent.futures.Future) -> None:
         try:
             self._guard(self._write_part, key, built)
         finally:
             self._in_flight.release()
 
-    def _write_part(self, key: str | tuple[str, str, int], built: concurrent.futures.Future) -> None:
+    def _write_part(self, key: str | PassKey, built: concurrent.futures.Future) -> None:
         table = built.result()
         if isinstance(key, str):
             kind, live_key, shard_key = "steps", ("steps", key), (key, None, None)
@@ -585,7 +591,7 @@ class ShardWriter:
         live[:] = [s for s in live if s not in sources] + [merged]
 
     def _end_pass(
-        self, key: tuple[str, str, int], step: int, metrics: dict, built: concurrent.futures.Future | None
+        self, key: PassKey, step: int, metrics: dict, built: concurrent.futures.Future | None
     ) -> EpochSummary:
         run_id, split, epoch = key
         if split == "train":

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from onthefly.errors import ConfigError
-from onthefly.trainer.classify import classification_fields, classification_kind
-from onthefly.trainer.losses import PerSampleLoss, per_sample_grad_norm
+from onthefly.session.classify import classification_fields, classification_kind
+from onthefly.session.losses import PerSampleLoss, per_sample_grad_norm
 
 B, C = 6, 4
 
@@ -356,7 +356,7 @@ def test_the_modules_reduction_is_restored_when_the_unreduced_call_raises() -> N
 
 
 def test_the_host_and_device_margin_paths_agree() -> None:
-    from onthefly.trainer.classify import _top_two, _top_two_on_device
+    from onthefly.session.classify import _top_two, _top_two_on_device
 
     scores = torch.randn(257, 7) * 4
     scores[3] = torch.tensor([2.0, 2.0, -1.0, 0.0, 0.0, 0.0, 0.0])  # a tie: margin 0
@@ -370,8 +370,8 @@ def test_the_host_and_device_margin_paths_agree() -> None:
 
 
 def test_cpu_scores_with_few_classes_go_to_the_writer_which_derives_the_same_fields() -> None:
+    from onthefly.session.classify import DEFERRED_MAX_CLASSES, scores_deferred
     from onthefly.store.shards.scores import fields_from_scores
-    from onthefly.trainer.classify import DEFERRED_MAX_CLASSES, scores_deferred
 
     logits = torch.randn(6, 4, requires_grad=True)
     target = torch.tensor([0, 1, 2, 3, 0, 1])

@@ -10,7 +10,12 @@ import pytest
 import torch
 
 from onthefly.errors import ConfigError
-from onthefly.trainer.rng import capture_rng, preserved_rng, restore_rng, seed_everything
+from onthefly.session.rng import (
+    capture_rng,
+    preserved_rng,
+    restore_rng,
+    seed_everything,
+)
 
 
 def _draw() -> tuple[float, float, list[float]]:

@@ -10,7 +10,13 @@ import torch
 from torch import nn
 
 from onthefly.errors import ConfigError
-from onthefly.trainer.batches import batch_size_of, call_model, describe_structure, move_to_device, split_batch
+from onthefly.session.batches import (
+    batch_size_of,
+    call_model,
+    describe_structure,
+    move_to_device,
+    split_batch,
+)
 
 X = torch.zeros(4, 3)
 Y = torch.arange(4)

@@ -25,12 +25,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-__all__ = ["HOLD_SECONDS", "HOLD_STEPS", "HeldBatch", "Holding", "merged"]
+__all__ = ["HOLD_SECONDS", "HOLD_STEPS", "HeldBatch", "Holding", "PassColumns", "merged"]
 
 HOLD_STEPS = 16
 """Batches held before they are handed to the writer together."""
@@ -84,8 +84,17 @@ def _own(values: Any) -> Any:
     return np.array(values, copy=True)
 
 
-def merged(batches: Sequence[HeldBatch]) -> list[tuple[str, str, int, dict[str, Any]]]:
-    """Runs of consecutive batches with the same layout, each as ``(run_id, split, epoch, log_samples kwargs)``.
+class PassColumns(NamedTuple):
+    """The rows of consecutive held batches of one pass, as one ``log_samples`` call takes them."""
+
+    run_id: str
+    split: str
+    epoch: int
+    columns: dict[str, Any]
+
+
+def merged(batches: Sequence[HeldBatch]) -> list[PassColumns]:
+    """Runs of consecutive batches with the same layout, each as one :class:`PassColumns`.
 
     The kwargs hold numpy arrays copied out of the tensors (``sample_id``,
     ``loss``, one ``step`` per row, and ``label``/``scores`` or the fields),
@@ -103,7 +112,7 @@ def merged(batches: Sequence[HeldBatch]) -> list[tuple[str, str, int, dict[str, 
         end = start + 1
         while end < len(batches) and batches[end].layout() == layout:
             end += 1
-        out.append((*layout[:3], _columns(batches[start:end])))
+        out.append(PassColumns(*layout[:3], _columns(batches[start:end])))
         start = end
     return out
 
@@ -135,12 +144,12 @@ class Holding:
 
     Args:
         hand_over: called with the list of held items, in the order they
-            were added, on the thread that releases.
-        steps / seconds: when a release is due (see the module docstring).
+            were added, on the thread that hands them over.
+        steps / seconds: when a hand-over is due (see the module docstring).
 
-    :meth:`add` runs on the training thread; :meth:`release` on any thread
-    (a query releases what is held so that it sees every row logged so far):
-    releases are serialised, so items are handed over in the order they were
+    :meth:`add` runs on the training thread; :meth:`hand_over` on any thread
+    (a query hands over what is held so that it sees every row logged so far):
+    hand-overs are serialised, so items are handed over in the order they were
     held.
 
     Example:
@@ -149,7 +158,7 @@ class Holding:
 
     def __init__(self, hand_over: Callable[[list], None], *, steps: int = HOLD_STEPS,
                  seconds: float = HOLD_SECONDS) -> None:
-        self._hand_over = hand_over
+        self._receive = hand_over
         self._steps = steps
         self._seconds = seconds
         self._held: list = []
@@ -157,7 +166,7 @@ class Holding:
         self._lock = threading.Lock()
 
     def add(self, item: Any) -> None:
-        """Hold one item; release everything held once a release is due."""
+        """Hold one item; hand everything held over once a hand-over is due."""
         now = time.monotonic()
         with self._lock:
             if not self._held:
@@ -165,14 +174,14 @@ class Holding:
             self._held.append(item)
             due = len(self._held) >= self._steps or now - self._since >= self._seconds
         if due:
-            self.release()
+            self.hand_over()
 
-    def release(self) -> None:
+    def hand_over(self) -> None:
         """Hand everything held over now."""
         with self._lock:
             held, self._held = self._held, []
             if held:
-                self._hand_over(held)
+                self._receive(held)
 
     def __len__(self) -> int:
         return len(self._held)

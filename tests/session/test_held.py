@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from onthefly.trainer.held import HeldBatch, Holding, merged
+from onthefly.session.held import HeldBatch, Holding, merged
 
 
 def batch(step: int, n: int = 3, *, split: str = "train", epoch: int = 0, scores: bool = True, run: str = "r"):
@@ -70,7 +70,7 @@ def test_rows_are_handed_over_every_few_steps_and_after_a_while():
     for step in range(1, 10):
         rows.add(batch(step, n=1))
     assert calls == [[1, 2, 3, 4], [5, 6, 7, 8]] and len(rows) == 1
-    rows.release()
+    rows.hand_over()
     assert calls[-1] == [9] and len(rows) == 0
     slow = Holding(lambda held: calls.append([b.step for b in held]), steps=100, seconds=0.05)
     slow.add(batch(10, n=1))
@@ -79,18 +79,18 @@ def test_rows_are_handed_over_every_few_steps_and_after_a_while():
     assert calls[-1] == [10, 11]
 
 
-def test_a_release_from_another_thread_is_serialised_with_the_loop():
+def test_a_hand_over_from_another_thread_is_serialised_with_the_loop():
     seen = []
     gate = threading.Event()
 
     def hand_over(held):
         seen.extend(b.step for b in held)
         if held[0].step == 1:
-            gate.wait(5)  # the first release is slow
+            gate.wait(5)  # the first hand-over is slow
 
     rows = Holding(hand_over, steps=2, seconds=60)
     rows.add(batch(1, n=1))
-    other = threading.Thread(target=rows.release)
+    other = threading.Thread(target=rows.hand_over)
     other.start()
     time.sleep(0.05)
     opened = threading.Timer(0.3, gate.set)
@@ -99,7 +99,7 @@ def test_a_release_from_another_thread_is_serialised_with_the_loop():
     assert gate.is_set()
     rows.add(batch(3, n=1))
     other.join(5)
-    rows.release()
+    rows.hand_over()
     assert seen == [1, 2, 3]
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from onthefly.errors import ConfigError
-from onthefly.trainer.factory import clone_model, resolve_model_factory
+from onthefly.session.factory import clone_model, resolve_model_factory
 
 
 class Scaled(nn.Module):

@@ -13,7 +13,7 @@ across the train/val/test splits of a dataset. For an ``IterableDataset`` the
 ids come from a key of a dict batch (``sample_id``, ``id``, ``idx``,
 ``index``), else from the sample's position in the epoch, in the order batches
 arrive; the position is stable only if the dataset yields the same stream
-every epoch (see :mod:`onthefly.trainer.streams`). A ``sample_ids=`` callable,
+every epoch (see :mod:`onthefly.session.streams`). A ``sample_ids=`` callable,
 ``batch -> ids``, gives the ids of every batch, streams and map-style datasets
 alike.
 
@@ -60,7 +60,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, Subset
 
 from onthefly.errors import ConfigError
-from onthefly.trainer.streams import (
+from onthefly.session.streams import (
     SampleIds,
     StreamCursor,
     batch_sample_ids,
@@ -71,7 +71,7 @@ from onthefly.trainer.streams import (
     stream_position,
 )
 
-__all__ = ["TrackedLoader", "epoch_seed", "root_dataset"]
+__all__ = ["TrackedLoader", "epoch_seed", "root_dataset", "unpadded"]
 
 _HAS_IN_ORDER = "in_order" in inspect.signature(DataLoader.__init__).parameters
 
@@ -229,7 +229,7 @@ class TrackedLoader:
         self._skip = _non_negative("n", n)
 
     def stream_position(self) -> dict[str, Any] | None:
-        """For a stream: the position a checkpoint keeps (:func:`~onthefly.trainer.streams.stream_position`).
+        """For a stream: the position a checkpoint keeps (:func:`~onthefly.session.streams.stream_position`).
 
         Returns:
             ``None`` for a map-style dataset (the epoch, batch and seed say it all);
@@ -403,3 +403,18 @@ def _non_negative(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ConfigError(f"{name} must be a non-negative integer, got {value!r}; pass for example {name}=0.")
     return int(value)
+
+
+def unpadded(batch: int, *, seen: int, recorded: int | None) -> int:
+    """How many samples of a batch to record: all, except a sampler's padding past ``recorded``.
+
+    ``seen`` counts the samples this rank took earlier in the epoch; ``recorded``
+    is how many of its samples per epoch are real (None: all).
+
+    Example:
+        >>> unpadded(16, seen=60, recorded=66), unpadded(16, seen=0, recorded=None)
+        (6, 16)
+    """
+    if recorded is None:
+        return batch
+    return max(0, min(batch, recorded - seen))

@@ -51,7 +51,7 @@ from torch.utils.data import IterableDataset
 
 from onthefly.errors import ConfigError
 from onthefly.store.checkpoints.tree import flatten
-from onthefly.trainer.batches import batch_size_of
+from onthefly.session.batches import batch_size_of
 
 __all__ = [
     "ID_KEYS",

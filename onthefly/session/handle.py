@@ -13,54 +13,57 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, OnTheFlyError
+from ..errors import ConfigError
 from ..store.read.operations import DataOperations
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .trainer import Trainer
+    from .recorder import Recorder
 
 __all__ = ["SessionHandle"]
 
-_OP_TIMEOUT = 600.0
-
 
 class SessionHandle(DataOperations):
-    """Control and inspect one training session."""
+    """Control and inspect one training session (through its :class:`~onthefly.session.recorder.Recorder`)."""
 
-    def __init__(self, trainer: "Trainer") -> None:
-        self._trainer = trainer
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
         self._data_lock = threading.Lock()
         self._con = None
+
+    @property
+    def dir(self):
+        """The session folder (``<home>/sessions/<id>``), opened on first use."""
+        return self._recorder.dir
 
     # -- control ---------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """The session's state: ``{state, step, epoch, session, run, project, pid, ...}``."""
-        return self._trainer._status()
+        return self._recorder.status()
 
     def pause(self, *, timeout: float = 30.0) -> dict[str, Any]:
         """Pause at the next batch boundary; returns once paused (or after ``timeout`` s)."""
-        t = self._trainer
-        t._control.request_pause()
-        if t._control.state == "running" and not t._control.on_training_thread():
-            t._control.wait_for_state(("paused", "finished", "idle"), timeout)
+        control = self._recorder.control
+        control.request_pause()
+        if control.state == "running" and not control.on_training_thread():
+            control.wait_for_state(("paused", "finished", "idle"), timeout)
         return self.status()
 
     def resume(self, *, epochs: int | None = None) -> dict[str, Any]:
         """Continue a paused run. After the run finished (while a dashboard keeps it
         open), continues training for ``epochs`` more epochs (default 1)."""
-        t = self._trainer
         if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
             raise ConfigError(f"resume(epochs=...) takes a positive integer, got {epochs!r}")
-        extend = (epochs or 1) if t._finished_waiting else 0
-        was_paused = t._control.state == "paused"
-        t._control.request_resume(extend_epochs=extend)
-        if was_paused and not t._control.on_training_thread():
-            t._control.wait_for_state(("running", "testing", "finished"), 10.0)
+        control = self._recorder.control
+        extend = (epochs or 1) if self._recorder.waiting_for_more_work else 0
+        was_paused = control.state == "paused"
+        control.request_resume(extend_epochs=extend)
+        if was_paused and not control.on_training_thread():
+            control.wait_for_state(("running", "testing", "finished"), 10.0)
         return self.status()
 
     def stop(self) -> dict[str, Any]:
         """Stop training at the next batch boundary; ``fit`` then returns."""
-        self._trainer._control.request_stop()
+        self._recorder.control.request_stop()
         return self.status()
 
     def test(self, *, split: str = "test") -> dict[str, Any]:
@@ -71,11 +74,13 @@ class SessionHandle(DataOperations):
         """
         if split not in ("test", "val"):
             raise ConfigError(f"test(split=...) takes 'test' or 'val', got {split!r}")
-        return self._on_training_thread("test", lambda: self._trainer._run_test(split))
+        recorder = self._recorder
+        return recorder.run_operation("test", lambda: recorder.test(split))
 
     def checkpoint(self) -> dict[str, Any]:
         """Save model, optimizer, scheduler, scaler, RNG and data position now."""
-        return self._on_training_thread("checkpoint", lambda: self._trainer._save_checkpoint("manual"))
+        recorder = self._recorder
+        return recorder.run_operation("checkpoint", lambda: recorder.take_checkpoint("manual"))
 
     # -- data (query, report, slice, export_slice: DataOperations) --------------
     def export(self, *, path: str) -> dict[str, Any]:
@@ -89,44 +94,33 @@ class SessionHandle(DataOperations):
         """
         from ..store.bundle.export import snapshot_session, write_bundle
 
-        t = self._trainer
-        checkpoint = (lambda: t._save_checkpoint("export")) if t._fitting and t._position().run_id else None
-        def snapshot():
-            t._release_rows()
-            return snapshot_session(t._require_store(), checkpoint=checkpoint)
+        recorder = self._recorder
+        checkpoint = (lambda: recorder.take_checkpoint("export")) if recorder.fitting and recorder.run_id else None
 
-        snapshot = self._on_training_thread("export", snapshot)
-        return write_bundle(snapshot, path=path)
+        def snapshot():
+            files = recorder.files()
+            recorder.flush()
+            return snapshot_session(files, checkpoint=checkpoint)
+
+        return write_bundle(recorder.run_operation("export", snapshot), path=path)
 
     # -- for the dashboard link -------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         """What a (re)connecting dashboard gets first: the state and the runs."""
-        return {"state": self.status(), "runs": self._trainer._runs_payload()}
+        return {"state": self.status(), "runs": self._recorder.runs()}
 
     # -- internals ---------------------------------------------------------------
     def _writable_catalog(self):
-        return self._trainer._require_store().catalog
+        return self._recorder.files().catalog
 
     def _connection(self):
         from ..store.read.query import connect, refresh
 
-        store = self._trainer._require_store()
-        self._trainer._release_rows()
-        store.settle()
+        recorder = self._recorder
+        folder = recorder.files().dir
+        recorder.flush()
         if self._con is None:
-            self._con = connect(store.dir)
+            self._con = connect(folder)
         else:
-            refresh(self._con, store.dir)
+            refresh(self._con, folder)
         return self._con
-
-    def _on_training_thread(self, name: str, run):
-        t = self._trainer
-        control = t._control
-        future = None if control.on_training_thread() else control.submit(name, run)
-        if future is None:
-            with t._model_lock:
-                return run()
-        try:
-            return future.result(timeout=_OP_TIMEOUT)
-        except TimeoutError as exc:  # pragma: no cover - a step longer than the timeout
-            raise OnTheFlyError(f"{name} did not start within {_OP_TIMEOUT:.0f} s: the current step is still running") from exc

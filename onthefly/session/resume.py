@@ -23,9 +23,9 @@ from ..errors import ConfigError, OnTheFlyError
 from ..store.catalog.catalog import Catalog
 from ..store.checkpoints.checkpoints import CheckpointData, load_checkpoint
 from ..store.layout import catalog_path
-from ..store.lifecycle import Store
+from ..store.lifecycle import StoreRoot
 
-__all__ = ["ResumePoint", "locate_checkpoint", "apply_checkpoint", "bundle_reference"]
+__all__ = ["ResumePoint", "apply_checkpoint", "bundle_reference", "ensure_run", "locate_checkpoint"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class ResumePoint:
     run: dict[str, Any] | None  # the run the checkpoint belongs to: id, name, kind, status
 
 
-def locate_checkpoint(resume_from: str | os.PathLike[str], *, store: Store) -> ResumePoint:
+def locate_checkpoint(resume_from: str | os.PathLike[str], *, store: StoreRoot) -> ResumePoint:
     """Read the checkpoint ``resume_from`` names.
 
     Raises:
@@ -79,7 +79,7 @@ def bundle_reference(ref: str) -> tuple[str, str | None] | None:
     return ref[: cut + 4], ref[cut + 5 :] or None
 
 
-def _from_bundle(bundle: str, run_ref: str | None, store: Store) -> ResumePoint:
+def _from_bundle(bundle: str, run_ref: str | None, store: StoreRoot) -> ResumePoint:
     from ..store.bundle.import_ import import_bundle
 
     entry = import_bundle(bundle, store=store)
@@ -108,7 +108,7 @@ def _read(catalog: Catalog, session_dir: Path, checkpoint_id: str, session_id: s
     )
 
 
-def _by_checkpoint_id(checkpoint_id: str, store: Store) -> ResumePoint:
+def _by_checkpoint_id(checkpoint_id: str, store: StoreRoot) -> ResumePoint:
     for entry in store.list_sessions():
         if entry.error:
             continue
@@ -125,7 +125,7 @@ def _by_checkpoint_id(checkpoint_id: str, store: Store) -> ResumePoint:
     )
 
 
-def _by_run(session_id: str, run_ref: str, store: Store) -> ResumePoint:
+def _by_run(session_id: str, run_ref: str, store: StoreRoot) -> ResumePoint:
     session_dir = store.session_dir(session_id)
     with Catalog.open(catalog_path(session_dir), readonly=True) as catalog:
         runs = catalog.runs()
@@ -166,3 +166,10 @@ def apply_checkpoint(data: CheckpointData, *, model: torch.nn.Module, optimizer,
         scheduler.load_state_dict(data.scheduler)
     if scaler is not None and data.scaler is not None:
         scaler.load_state_dict(data.scaler)
+
+
+def ensure_run(catalog: Catalog, run: dict[str, Any]) -> None:
+    """Copy the resumed-from run's record (``ResumePoint.run``) into a session's catalog, so lineage resolves there."""
+    if run["id"] not in {r.id for r in catalog.runs()}:
+        catalog.add_run(run_id=run["id"], name=run.get("name") or "run", kind="imported",
+                        status=run.get("status") or "finished", config=run.get("config"))

@@ -18,7 +18,7 @@ from torch.utils.data import (
 )
 
 from onthefly.errors import ConfigError
-from onthefly.trainer.sampling import TrackedLoader, epoch_seed, root_dataset
+from onthefly.session.sampling import TrackedLoader, epoch_seed, root_dataset
 
 N = 60
 

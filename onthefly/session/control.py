@@ -1,6 +1,6 @@
 """Control of a running fit: what the loop should do at a step boundary.
 
-The decisions are pure functions the loop calls (``stop_reason``,
+The decisions are pure functions the loop calls (``boundary_action``, ``stop_reason``,
 ``validation_due``, ``nonfinite_action``); ``Controller`` holds the flags and
 the queue of operations other threads (the session handle, the dashboard
 link) ask the training thread to run at its next batch boundary.
@@ -15,9 +15,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..errors import OnTheFlyError
+
 __all__ = [
     "STATES",
     "Controller",
+    "boundary_action",
     "stop_reason",
     "validation_due",
     "nonfinite_action",
@@ -25,6 +28,20 @@ __all__ = [
 ]
 
 STATES = ("idle", "running", "paused", "testing", "finished")
+
+_OPERATION_TIMEOUT = 600.0  # seconds an operation may wait for the training thread's next boundary
+
+
+def boundary_action(*, pause: bool, stop: bool) -> str:
+    """What a batch boundary does with the requests it finds: "stop", "pause" (hold until resumed) or "go".
+
+    Example:
+        >>> boundary_action(pause=True, stop=True), boundary_action(pause=True, stop=False)
+        ('stop', 'pause')
+    """
+    if stop:
+        return "stop"
+    return "pause" if pause else "go"
 
 
 def stop_reason(*, step: int, epoch: int, max_steps: int | None, max_epochs: int | None) -> str | None:
@@ -80,6 +97,7 @@ class Controller:
         self._accepting = False
         self.training_thread: int | None = None
         self._listeners: list[Callable[[str], None]] = []
+        self._finished_waiting = False
 
     # -- state ---------------------------------------------------------------
     @property
@@ -140,6 +158,11 @@ class Controller:
         """Something for the next batch boundary: a queued operation, a pause or a stop."""
         return self._pause_requested or self._stop_requested or not self._commands.empty()
 
+    @property
+    def finished_waiting(self) -> bool:
+        """The run finished and the training thread waits for more epochs (:meth:`wait_for_more_epochs`)."""
+        return self._finished_waiting
+
     def take_extension(self) -> int:
         with self._lock:
             n, self._extend_epochs = self._extend_epochs, 0
@@ -185,7 +208,7 @@ class Controller:
     def service(self) -> int:
         """Run the queued operations (training thread only). Returns how many ran."""
         ran = 0
-        while True:
+        while self._commands.qsize():  # the usual case, nothing queued, costs no exception
             try:
                 command = self._commands.get_nowait()
             except queue.Empty:
@@ -197,6 +220,7 @@ class Controller:
                 command.future.set_result(command.run())
             except BaseException as exc:  # handed to the caller, never kills training
                 command.future.set_exception(exc)
+        return ran
 
     def wait_while_paused(self, *, keep_waiting: Callable[[], bool] | None = None, poll: float = 0.2) -> None:
         """Hold the training thread while paused, still serving queued operations.
@@ -212,3 +236,67 @@ class Controller:
                     return
                 if self._commands.empty():
                     self._lock.wait(poll)
+
+    # -- what the training thread does with the requests --------------------
+    def serve_boundary(self, *, on_pause: Callable[[str], None], hold: Callable[[], None] | None,
+                       heartbeat: float) -> bool:
+        """A batch boundary (training thread): run queued operations, hold while paused.
+
+        ``on_pause("paused")`` and ``on_pause("running")`` are called around a
+        pause; while paused, ``hold()`` (when given) is called every
+        ``heartbeat`` seconds (rank 0 tells the other ranks to keep waiting).
+
+        Returns:
+            True: the loop goes on; False: stop now.
+        """
+        self.service()
+        if not self._pause_requested or self._stop_requested:  # the usual case: nothing to hold for
+            return not self._stop_requested
+        if boundary_action(pause=self.pause_requested, stop=self.stop_requested) == "pause":
+            on_pause("paused")
+            self.set_state("paused")
+            while boundary_action(pause=self.pause_requested, stop=self.stop_requested) == "pause":
+                if hold is None:
+                    self.wait_while_paused()
+                    continue
+                deadline = time.monotonic() + heartbeat
+                self.wait_while_paused(keep_waiting=lambda until=deadline: time.monotonic() < until)
+                if boundary_action(pause=self.pause_requested, stop=self.stop_requested) == "pause":
+                    hold()
+            if not self.stop_requested:
+                on_pause("running")
+                self.set_state("running")
+        return not self.stop_requested
+
+    def wait_for_more_epochs(self, *, keep_waiting: Callable[[], bool]) -> int:
+        """After a finished run (training thread): stay paused while ``keep_waiting()``; the epochs a
+        resume asked for (0: finish)."""
+        self._finished_waiting = True
+        self.request_pause()
+        self.set_state("paused")
+        try:
+            self.wait_while_paused(keep_waiting=keep_waiting)
+        finally:
+            self._finished_waiting = False
+        extra = self.take_extension()
+        if self.stop_requested or self.pause_requested:
+            return 0
+        if extra:
+            self.set_state("running")
+        return extra
+
+    def run_operation(self, name: str, run: Callable[[], Any], *, lock: Any) -> Any:
+        """Run ``run`` on the training thread at its next boundary, or here under ``lock`` when none serves.
+
+        Raises:
+            OnTheFlyError: the operation did not start within 10 minutes.
+        """
+        future = None if self.on_training_thread() else self.submit(name, run)
+        if future is None:
+            with lock:
+                return run()
+        try:
+            return future.result(timeout=_OPERATION_TIMEOUT)
+        except TimeoutError as exc:  # pragma: no cover - a step longer than the timeout
+            raise OnTheFlyError(f"{name} did not start within {_OPERATION_TIMEOUT:.0f} s: "
+                                "the current step is still running") from exc

@@ -65,9 +65,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from onthefly.errors import ConfigError
-from onthefly.trainer.batches import INPUT_KEYS, TARGET_KEYS, call_model, describe_structure, split_batch
-from onthefly.trainer.losses import LossResult
-from onthefly.trainer.streams import ID_KEYS
+from onthefly.session.batches import INPUT_KEYS, TARGET_KEYS, call_model, describe_structure, split_batch
+from onthefly.session.losses import LossResult
+from onthefly.session.streams import ID_KEYS
 
 __all__ = [
     "IGNORE_INDEX",
@@ -273,8 +273,8 @@ def forward_batch(model: Any, batch: Any) -> Forward:
     """Run the model's forward on one batch, spread into keywords when :func:`spread_plan` says so.
 
     On the usual path the batch is split into ``(inputs, target)``
-    (:func:`~onthefly.trainer.batches.split_batch`) and the model called with
-    :func:`~onthefly.trainer.batches.call_model`, exactly as without this module.
+    (:func:`~onthefly.session.batches.split_batch`) and the model called with
+    :func:`~onthefly.session.batches.call_model`, exactly as without this module.
 
     Raises:
         ConfigError: from ``split_batch`` when the batch is neither spreadable nor ``(inputs, target)``.
@@ -451,7 +451,7 @@ def sequence_per_sample(logits: torch.Tensor, labels: torch.Tensor, *, problem_t
 class ModelOutputLoss:
     """The backward scalar and per-sample losses of a model that computes its own loss.
 
-    Called like :class:`~onthefly.trainer.losses.PerSampleLoss`,
+    Called like :class:`~onthefly.session.losses.PerSampleLoss`,
     ``loss(output, labels, batch_size=None) -> LossResult``, with the model's
     output (a ``ModelOutput``, dict, tuple or logits) and the batch's labels.
     The task is decided on the first call (:func:`task_of`).

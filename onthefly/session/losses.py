@@ -60,7 +60,7 @@ from torch.func import functional_call, grad, vmap
 from torch.utils._pytree import tree_map
 
 from onthefly.errors import ConfigError
-from onthefly.trainer.batches import batch_size_of, describe_structure
+from onthefly.session.batches import batch_size_of, describe_structure
 
 __all__ = ["LossResult", "PerSampleLoss", "class_index_kept", "per_sample_grad_norm", "per_sample_values", "tokens_per_sample"]
 
@@ -279,7 +279,7 @@ def per_sample_grad_norm(
         model: the model.
         loss_fn: the loss (module or callable) as given to the trainer.
         inputs: the batch's inputs (a tensor or a tuple of inputs, as for
-            :func:`~onthefly.trainer.batches.call_model`).
+            :func:`~onthefly.session.batches.call_model`).
         targets: the batch's target.
         chunk_size: samples per vectorised chunk (``None``: the whole batch).
 
