@@ -41,12 +41,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's onthefly, not whichever is installed
 
-from onthefly.store.bundle.export import export_session  # noqa: E402
-from onthefly.store.bundle.import_ import import_bundle  # noqa: E402
-from onthefly.store.layout import catalog_path, samples_folder  # noqa: E402
-from onthefly.store.lifecycle import StoreRoot  # noqa: E402
-from onthefly.store.shards.parts import PARQUET_OPTIONS, ROW_GROUP_ROWS  # noqa: E402
-from onthefly.store.shards.schema import SAMPLES_SCHEMA  # noqa: E402
+from onthefly.store.bundle.export import export_session
+from onthefly.store.bundle.import_ import import_bundle
+from onthefly.store.layout import catalog_path, samples_folder
+from onthefly.store.lifecycle import StoreRoot
+from onthefly.store.shards.parts import PARQUET_OPTIONS, ROW_GROUP_ROWS
+from onthefly.store.shards.schema import SAMPLES_SCHEMA
 
 SHARD_ROWS = 1_000_000  # about 7 MB of Parquet a shard
 SHARD_SHARE = 0.6
@@ -63,22 +63,37 @@ def build_session(store: StoreRoot, megabytes: int) -> tuple[str, list[Path]]:
             ids = np.arange(SHARD_ROWS, dtype=np.int64)
             table = pa.table(
                 {
-                    "run_id": pa.array([run.id] * SHARD_ROWS), "split": pa.array(["train"] * SHARD_ROWS),
-                    "epoch": np.full(SHARD_ROWS, epoch, np.int32), "step": rng.integers(0, 10_000, SHARD_ROWS),
-                    "sample_id": ids, "loss": rng.gamma(2.0, 0.5, SHARD_ROWS).astype(np.float32),
-                    "label": rng.integers(0, 10, SHARD_ROWS), "pred": rng.integers(0, 10, SHARD_ROWS),
-                    "correct": rng.random(SHARD_ROWS) < 0.5, "margin": rng.random(SHARD_ROWS).astype(np.float32),
+                    "run_id": pa.array([run.id] * SHARD_ROWS),
+                    "split": pa.array(["train"] * SHARD_ROWS),
+                    "epoch": np.full(SHARD_ROWS, epoch, np.int32),
+                    "step": rng.integers(0, 10_000, SHARD_ROWS),
+                    "sample_id": ids,
+                    "loss": rng.gamma(2.0, 0.5, SHARD_ROWS).astype(np.float32),
+                    "label": rng.integers(0, 10, SHARD_ROWS),
+                    "pred": rng.integers(0, 10, SHARD_ROWS),
+                    "correct": rng.random(SHARD_ROWS) < 0.5,
+                    "margin": rng.random(SHARD_ROWS).astype(np.float32),
                     "grad_norm": pa.nulls(SHARD_ROWS, pa.float32()),
                 },
                 schema=SAMPLES_SCHEMA,
-            )  # fmt: skip
+            )
             rel = (samples_folder(run.id, "train") / f"e{epoch:06d}-s000001.parquet").as_posix()
             (session.dir / rel).parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, session.dir / rel, row_group_size=ROW_GROUP_ROWS, **PARQUET_OPTIONS)
             size = (session.dir / rel).stat().st_size
-            session.catalog.add_shard(kind="samples", run_id=run.id, split="train", epoch=epoch, path=rel,
-                                      rows=SHARD_ROWS, bytes=size, min_step=0, max_step=9_999, level=1,
-                                      sealed=True)  # fmt: skip
+            session.catalog.add_shard(
+                kind="samples",
+                run_id=run.id,
+                split="train",
+                epoch=epoch,
+                path=rel,
+                rows=SHARD_ROWS,
+                bytes=size,
+                min_step=0,
+                max_step=9_999,
+                level=1,
+                sealed=True,
+            )
             written += size
             epoch += 1
         checkpoint_bytes = (megabytes << 20) - written
@@ -86,8 +101,9 @@ def build_session(store: StoreRoot, megabytes: int) -> tuple[str, list[Path]]:
         per_checkpoint = 3 * width * width * 4 * 8  # 8 layers: weights, exp_avg, exp_avg_sq
         for i in range(max(1, round(checkpoint_bytes / per_checkpoint))):
             model = {f"l{j}.weight": torch.randn(width, width) for j in range(8)}
-            state = {j: {"exp_avg": torch.randn(width, width), "exp_avg_sq": torch.rand(width, width)}
-                     for j in range(8)}  # fmt: skip
+            state = {
+                j: {"exp_avg": torch.randn(width, width), "exp_avg_sq": torch.rand(width, width)} for j in range(8)
+            }
             optimizer = {"state": state, "param_groups": [{"lr": 1e-3, "params": list(range(8))}]}
             session.checkpoints.save(run_id=run.id, step=i, epoch=i, reason="epoch", model=model, optimizer=optimizer)
         files = [session.dir / s.path for s in session.catalog.active_shards()]
@@ -145,10 +161,10 @@ def main() -> None:
             bundle = work / f"round{i}.zip"
             copy_dir = work / f"copy{i}"
 
-            def export() -> None:
+            def export(bundle: Path = bundle) -> None:
                 export_session(session_id, store=store, path=bundle)
 
-            def copy() -> None:
+            def copy(copy_dir: Path = copy_dir) -> None:
                 plain_copy(files, folder, copy_dir)
 
             if i % 2 == 0:
@@ -162,7 +178,7 @@ def main() -> None:
             ratios.append(c / e)
             shutil.rmtree(copy_dir)
             target = StoreRoot(work / f"imported{i}")
-            imports.append(timed(lambda: import_bundle(bundle, store=target)))
+            imports.append(timed(lambda bundle=bundle, target=target: import_bundle(bundle, store=target)))
             shutil.rmtree(target.root)
             bundle.unlink()
         mb = total / 2**20

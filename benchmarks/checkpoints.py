@@ -39,8 +39,8 @@ from safetensors.torch import save_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's onthefly, not whichever is installed
 
-from onthefly.store.checkpoints.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
-from onthefly.store.checkpoints.tree import flatten  # noqa: E402
+from onthefly.store.checkpoints.checkpoints import load_checkpoint, save_checkpoint
+from onthefly.store.checkpoints.tree import flatten
 
 
 def build_state(megabytes: int) -> tuple[dict, dict]:
@@ -163,7 +163,8 @@ def main() -> None:
         f"save {rate['save_ours']:.0f} MB/s = {rate['save_ours'] / rate['save_raw']:.2f}x raw "
         f"({rate['save_raw']:.0f}), {rate['save_ours'] / rate['save_torch']:.2f}x torch.save "
         f"({rate['save_torch']:.0f}), {rate['save_ours'] / rate['save_library']:.2f}x safetensors.save_file "
-        f"({rate['save_library']:.0f}); per-round median {paired:.2f}x raw; sha256 alone {rate['save_sha256']:.0f} MB/s "
+        f"({rate['save_library']:.0f}); per-round median {paired:.2f}x raw; "
+        f"sha256 alone {rate['save_sha256']:.0f} MB/s "
         f"| load+sha256 {rate['load_ours']:.0f} MB/s = "
         f"{rate['load_ours'] / rate['load_raw']:.2f}x raw read ({rate['load_raw']:.0f}), "
         f"{rate['load_ours'] / rate['load_torch']:.2f}x torch.load ({rate['load_torch']:.0f}) | "

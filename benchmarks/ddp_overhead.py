@@ -38,10 +38,15 @@ def child(variant: str, epochs: int) -> None:
     if variant == "onthefly":
         from onthefly import Trainer
 
-        trainer = Trainer(project="bench", max_epochs=epochs, connect_dashboard=False, progress=False,
-                          checkpoint_every_n_epochs=0)
-        trainer.fit(model=model, optimizer=optimizer, loss_fn=loss_fn,
-                    train_loader=DataLoader(data, batch_size=64, shuffle=True))
+        trainer = Trainer(
+            project="bench", max_epochs=epochs, connect_dashboard=False, progress=False, checkpoint_every_n_epochs=0
+        )
+        trainer.fit(
+            model=model,
+            optimizer=optimizer,
+            loss_fn=loss_fn,
+            train_loader=DataLoader(data, batch_size=64, shuffle=True),
+        )
         dist.destroy_process_group()
         return
     dist.init_process_group("gloo")
@@ -79,13 +84,32 @@ def main() -> None:
         for _ in range(args.rounds):
             for variant in times:
                 start = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                                "2", __file__, "--child", variant, "--epochs", str(args.epochs)],
-                               env=env, check=True, capture_output=True, cwd=home, timeout=600)
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "torch.distributed.run",
+                        "--standalone",
+                        "--nproc_per_node",
+                        "2",
+                        __file__,
+                        "--child",
+                        variant,
+                        "--epochs",
+                        str(args.epochs),
+                    ],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    cwd=home,
+                    timeout=600,
+                )
                 times[variant].append(time.perf_counter() - start)
     plain, otf = statistics.median(times["plain"]), statistics.median(times["onthefly"])
-    print(f"ddp_overhead mlp 2 ranks epochs={args.epochs} rounds={args.rounds}: plain {plain:.2f} s, "
-          f"onthefly {otf:.2f} s, ratio {otf / plain:.3f}")
+    print(
+        f"ddp_overhead mlp 2 ranks epochs={args.epochs} rounds={args.rounds}: plain {plain:.2f} s, "
+        f"onthefly {otf:.2f} s, ratio {otf / plain:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -33,14 +33,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--again", action="store_true",
-                        help="compute the classification fields twice more a step and time the cold and warm call")
+    parser.add_argument(
+        "--again",
+        action="store_true",
+        help="compute the classification fields twice more a step and time the cold and warm call",
+    )
     args = parser.parse_args()
     os.environ.setdefault("ONTHEFLY_HOME", tempfile.mkdtemp(prefix="otf-hooks-"))
 
     from onthefly.lightning import callback, loss
-    from onthefly.store.shards import writer
     from onthefly.session import losses
+    from onthefly.store.shards import writer
 
     durations: dict[str, list[float]] = collections.defaultdict(list)
 
@@ -86,8 +89,10 @@ def main() -> None:
     lightning_overhead.child("attached", args.epochs)
     print(f"lightning_hooks epochs={args.epochs}: fit process part {time.perf_counter() - start:.2f} s")
     for name, values in sorted(durations.items(), key=lambda kv: -sum(kv[1])):
-        print(f"{name:36s} calls {len(values):5d}  median {1e6 * statistics.median(values):8.1f} us  "
-              f"total {1e3 * sum(values):8.1f} ms")
+        print(
+            f"{name:36s} calls {len(values):5d}  median {1e6 * statistics.median(values):8.1f} us  "
+            f"total {1e3 * sum(values):8.1f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -62,9 +62,16 @@ def child(variant: str, epochs: int, style: str = "attribute") -> None:
         def __init__(self):
             super().__init__()
             self.net = nn.Sequential(
-                nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Flatten(), nn.Linear(64 * 8 * 8, 128), nn.ReLU(), nn.Linear(128, 10),
+                nn.Conv2d(3, 32, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(32, 64, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Flatten(),
+                nn.Linear(64 * 8 * 8, 128),
+                nn.ReLU(),
+                nn.Linear(128, 10),
             )
             self.loss = nn.CrossEntropyLoss()
 
@@ -95,14 +102,29 @@ def child(variant: str, epochs: int, style: str = "attribute") -> None:
         from lightning.pytorch.loggers import TensorBoardLogger
 
         logger = TensorBoardLogger(tempfile.mkdtemp(prefix="tb-"), name="bench")
-    trainer = L.Trainer(max_epochs=epochs, logger=logger, log_every_n_steps=1, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1,
-                        callbacks=[clock])
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        logger=logger,
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+        callbacks=[clock],
+    )
     if variant == "attached":
         from onthefly import attach_lightning
 
-        attach_lightning(trainer=trainer, model=model, project="bench", train_loader=train, val_loader=val,
-                         loss_fn=F.cross_entropy if style == "functional" else model.loss, connect_dashboard=False)
+        attach_lightning(
+            trainer=trainer,
+            model=model,
+            project="bench",
+            train_loader=train,
+            val_loader=val,
+            loss_fn=F.cross_entropy if style == "functional" else model.loss,
+            connect_dashboard=False,
+        )
     trainer.fit(model, train, val)
     fit_done = time.time()
     per_epoch = len(train)
@@ -115,10 +137,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--tensorboard", action="store_true",
-                        help="also run Lightning with its TensorBoardLogger (logging every step), no attach")
-    parser.add_argument("--style", choices=("attribute", "functional"), default="attribute",
-                        help="the module's loss: a held loss module, or F.cross_entropy inline in training_step")
+    parser.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also run Lightning with its TensorBoardLogger (logging every step), no attach",
+    )
+    parser.add_argument(
+        "--style",
+        choices=("attribute", "functional"),
+        default="attribute",
+        help="the module's loss: a held loss module, or F.cross_entropy inline in training_step",
+    )
     parser.add_argument("--child", choices=("plain", "attached", "tensorboard"))
     args = parser.parse_args()
     if args.child:
@@ -134,9 +163,14 @@ def main() -> None:
             shift = round_number % len(variants)
             for variant in variants[shift:] + variants[:shift]:  # each variant takes its turn at going first
                 start, wall_start = time.perf_counter(), time.time()
-                done = subprocess.run([sys.executable, __file__, "--child", variant, "--epochs", str(args.epochs),
-                                       "--style", args.style],
-                                      env=env, check=True, capture_output=True, cwd=home, text=True)
+                done = subprocess.run(
+                    [sys.executable, __file__, "--child", variant, "--epochs", str(args.epochs), "--style", args.style],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    cwd=home,
+                    text=True,
+                )
                 times[variant].append(time.perf_counter() - start)
                 wall_end = time.time()
                 steps[variant].append(float(done.stdout.split("step_ms")[-1]))
@@ -145,17 +179,25 @@ def main() -> None:
                 phases[variant].append((first - wall_start, fit_done - first, wall_end - fit_done))
     wall = {v: statistics.median(times[v]) for v in variants}
     step = {v: statistics.median(steps[v]) for v in variants}
-    print(f"lightning_overhead cnn style={args.style} epochs={args.epochs} rounds={args.rounds}: "
-          f"plain {wall['plain']:.2f} s")
+    print(
+        f"lightning_overhead cnn style={args.style} epochs={args.epochs} rounds={args.rounds}: "
+        f"plain {wall['plain']:.2f} s"
+    )
     for v in variants[1:]:
-        print(f"  {v}: {wall[v]:.2f} s, ratio {wall[v] / wall['plain']:.3f}; median step {step[v]:.2f} ms "
-              f"against {step['plain']:.2f} ms, ratio {step[v] / step['plain']:.3f}")
+        print(
+            f"  {v}: {wall[v]:.2f} s, ratio {wall[v] / wall['plain']:.3f}; median step {step[v]:.2f} ms "
+            f"against {step['plain']:.2f} ms, ratio {step[v] / step['plain']:.3f}"
+        )
     for v in variants:
         start, fit, end = (statistics.median(p[i] for p in phases[v]) for i in range(3))
         print(f"  phases {v} (medians): start {start:.2f} s, fit {fit:.2f} s, exit {end:.2f} s")
     for v in variants:
-        print(f"  runs {v}: " + " ".join(f"{t:.2f}" for t in times[v]) + "  steps: "
-              + " ".join(f"{t:.1f}" for t in steps[v]))
+        print(
+            f"  runs {v}: "
+            + " ".join(f"{t:.2f}" for t in times[v])
+            + "  steps: "
+            + " ".join(f"{t:.1f}" for t in steps[v])
+        )
 
 
 if __name__ == "__main__":

@@ -27,11 +27,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from onthefly.link import DashboardLink  # noqa: E402
-from onthefly.protocol.codec import Response, encode  # noqa: E402
-from onthefly.protocol.spec import HOST  # noqa: E402
-from tests.link.dashboard import DashboardServer, wait_until  # noqa: E402
-from tests.link.handle import CounterHandle  # noqa: E402
+from onthefly.link import DashboardLink
+from onthefly.protocol.codec import Response, encode
+from onthefly.protocol.spec import HOST
+from tests.link.dashboard import DashboardServer, wait_until
+from tests.link.handle import CounterHandle
 
 
 def percentile(values: list[float], q: float) -> float:

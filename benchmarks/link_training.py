@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CHILD = r'''
+CHILD = r"""
 import sys, torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -38,7 +38,7 @@ model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)
 trainer = Trainer(project="bench", max_epochs=int(sys.argv[2]), dashboard_port=int(sys.argv[1]), progress=False)
 trainer.fit(model=model, optimizer=torch.optim.Adam(model.parameters(), 1e-3), loss_fn=nn.CrossEntropyLoss(),
             train_loader=DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True))
-'''
+"""
 
 
 def run_child(port: int, epochs: int, env: dict) -> subprocess.Popen:
@@ -57,8 +57,11 @@ def pause_latency(env: dict, pauses: int) -> None:
             seen = len(conn.notifications("state"))
             start = time.perf_counter()
             conn.send_request("pause")
-            wait_until(lambda: any(n.params["state"] == "paused" for n in conn.notifications("state")[seen:]),
-                       timeout=30, what="paused")
+            wait_until(
+                lambda seen=seen: any(n.params["state"] == "paused" for n in conn.notifications("state")[seen:]),
+                timeout=30,
+                what="paused",
+            )
             latencies.append(time.perf_counter() - start)
             conn.request("resume")
             time.sleep(0.2)
@@ -68,8 +71,10 @@ def pause_latency(env: dict, pauses: int) -> None:
         proc.wait(timeout=120)
     step_ms = statistics.median(ms)
     lat = sorted(latencies)
-    print(f"link pause latency median_ms={1e3 * statistics.median(lat):.1f} max_ms={1e3 * lat[-1]:.1f} "
-          f"step_median_ms={step_ms:.1f} ratio_to_step={1e3 * statistics.median(lat) / step_ms:.2f} pauses={pauses}")
+    print(
+        f"link pause latency median_ms={1e3 * statistics.median(lat):.1f} max_ms={1e3 * lat[-1]:.1f} "
+        f"step_median_ms={step_ms:.1f} ratio_to_step={1e3 * statistics.median(lat) / step_ms:.2f} pauses={pauses}"
+    )
 
 
 def overhead(env: dict, rounds: int, epochs: int) -> None:
@@ -93,8 +98,10 @@ def overhead(env: dict, rounds: int, epochs: int) -> None:
                 dash.close()
     base = statistics.median(times["none"])
     for variant, values in times.items():
-        print(f"link overhead variant={variant} median_s={statistics.median(values):.2f} "
-              f"ratio={statistics.median(values) / base:.3f} rounds={rounds}")
+        print(
+            f"link overhead variant={variant} median_s={statistics.median(values):.2f} "
+            f"ratio={statistics.median(values) / base:.3f} rounds={rounds}"
+        )
 
 
 def main() -> None:
@@ -104,8 +111,12 @@ def main() -> None:
     parser.add_argument("--pauses", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, ONTHEFLY_HOME=f"{tmp}/store", XDG_CONFIG_HOME=f"{tmp}/config",
-                   OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+        env = dict(
+            os.environ,
+            ONTHEFLY_HOME=f"{tmp}/store",
+            XDG_CONFIG_HOME=f"{tmp}/config",
+            OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
+        )
         os.environ["XDG_CONFIG_HOME"] = env["XDG_CONFIG_HOME"]  # the dashboard writes its token there
         pause_latency(env, args.pauses)
         overhead(env, args.rounds, args.epochs)

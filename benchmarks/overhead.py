@@ -35,9 +35,16 @@ def build(model_name: str, samples: int):
         x = torch.randn(samples, 3, 16, 16)
         y = torch.randint(0, 10, (samples,))
         model = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10),
+            nn.Conv2d(3, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32 * 4 * 4, 64),
+            nn.ReLU(),
+            nn.Linear(64, 10),
         )
         batch = 64
     else:
@@ -45,8 +52,7 @@ def build(model_name: str, samples: int):
         y = (x[:, :6].sum(1) > 0).long()
         model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 2))
         batch = 128
-    loader = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(0))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     return model, optimizer, nn.CrossEntropyLoss(), loader
 
@@ -100,16 +106,32 @@ def main() -> None:
             shift = round_number % len(VARIANTS)  # each variant takes each place in turn: drift hits all alike
             for variant in VARIANTS[shift:] + VARIANTS[:shift]:
                 start = time.perf_counter()
-                subprocess.run([sys.executable, __file__, "--child", variant, "--model", args.model,
-                                "--samples", str(samples), "--epochs", str(epochs)], check=True, env=env)
+                subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        variant,
+                        "--model",
+                        args.model,
+                        "--samples",
+                        str(samples),
+                        "--epochs",
+                        str(epochs),
+                    ],
+                    check=True,
+                    env=env,
+                )
                 times[variant].append(time.perf_counter() - start)
     base = statistics.median(times["plain"])
     steps = epochs * -(-samples // (64 if args.model == "cnn" else 128))
     for variant in VARIANTS:
         median = statistics.median(times[variant])
         runs = " ".join(f"{t:.2f}" for t in times[variant])
-        print(f"overhead model={args.model} variant={variant} steps={steps} median_s={median:.2f} "
-              f"ms_per_step={1e3 * median / steps:.2f} ratio={median / base:.3f} runs_s=[{runs}]")
+        print(
+            f"overhead model={args.model} variant={variant} steps={steps} median_s={median:.2f} "
+            f"ms_per_step={1e3 * median / steps:.2f} ratio={median / base:.3f} runs_s=[{runs}]"
+        )
 
 
 if __name__ == "__main__":

@@ -30,13 +30,13 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's onthefly, not whichever is installed
 
-from onthefly.store.layout import samples_folder  # noqa: E402
-from onthefly.store.lifecycle import StoreRoot  # noqa: E402
-from onthefly.store.read import query, reports  # noqa: E402
-from onthefly.store.records import EpochSummary  # noqa: E402
-from onthefly.store.shards.parts import PARQUET_OPTIONS, ROW_GROUP_ROWS  # noqa: E402
-from onthefly.store.shards.schema import SAMPLES_SCHEMA  # noqa: E402
-from onthefly.store.shards.summaries import summarize_losses  # noqa: E402
+from onthefly.store.layout import samples_folder
+from onthefly.store.lifecycle import StoreRoot
+from onthefly.store.read import query, reports
+from onthefly.store.records import EpochSummary
+from onthefly.store.shards.parts import PARQUET_OPTIONS, ROW_GROUP_ROWS
+from onthefly.store.shards.schema import SAMPLES_SCHEMA
+from onthefly.store.shards.summaries import summarize_losses
 
 EPOCHS = 10
 BATCH = 256
@@ -75,23 +75,36 @@ def build_session(root: Path, rows: int) -> tuple[Path, str]:
             step = epoch * steps_per_epoch + order // BATCH
             table = pa.table(
                 {
-                    "run_id": pa.array([run_id] * per_epoch), "split": pa.array(["train"] * per_epoch),
-                    "epoch": np.full(per_epoch, epoch, np.int32), "step": step.astype(np.int64),
-                    "sample_id": np.arange(per_epoch, dtype=np.int64), "loss": loss,
-                    "label": label, "pred": pred, "correct": label == pred,
+                    "run_id": pa.array([run_id] * per_epoch),
+                    "split": pa.array(["train"] * per_epoch),
+                    "epoch": np.full(per_epoch, epoch, np.int32),
+                    "step": step.astype(np.int64),
+                    "sample_id": np.arange(per_epoch, dtype=np.int64),
+                    "loss": loss,
+                    "label": label,
+                    "pred": pred,
+                    "correct": label == pred,
                     "margin": rng.normal(0, 1, per_epoch).astype(np.float32),
                     "grad_norm": pa.nulls(per_epoch, pa.float32()),
                 },
                 schema=SAMPLES_SCHEMA,
-            )  # fmt: skip
+            )
             rel = (samples_folder(run_id, "train") / f"e{epoch:06d}-s000001.parquet").as_posix()
             (session.dir / rel).parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, session.dir / rel, row_group_size=ROW_GROUP_ROWS, **PARQUET_OPTIONS)
             session.catalog.add_shard(
-                kind="samples", run_id=run_id, split="train", epoch=epoch, path=rel, rows=per_epoch,
-                bytes=(session.dir / rel).stat().st_size, min_step=int(step.min()), max_step=int(step.max()),
-                level=1, sealed=True,
-            )  # fmt: skip
+                kind="samples",
+                run_id=run_id,
+                split="train",
+                epoch=epoch,
+                path=rel,
+                rows=per_epoch,
+                bytes=(session.dir / rel).stat().st_size,
+                min_step=int(step.min()),
+                max_step=int(step.max()),
+                level=1,
+                sealed=True,
+            )
             stats = summarize_losses(loss)
             stats.pop("nonfinite")
             session.catalog.add_epoch(

@@ -29,11 +29,11 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's onthefly, not whichever is installed
 
-from onthefly.store.catalog.catalog import Catalog  # noqa: E402
-from onthefly.store.layout import catalog_path  # noqa: E402
-from onthefly.store.shards.parts import PARQUET_OPTIONS, ROW_GROUP_ROWS  # noqa: E402
-from onthefly.store.shards.schema import concat_sorted, samples_table  # noqa: E402
-from onthefly.store.shards.writer import ShardWriter  # noqa: E402
+from onthefly.store.catalog.catalog import Catalog
+from onthefly.store.layout import catalog_path
+from onthefly.store.shards.parts import PARQUET_OPTIONS, ROW_GROUP_ROWS
+from onthefly.store.shards.schema import concat_sorted, samples_table
+from onthefly.store.shards.writer import ShardWriter
 
 COPY_SORTED = (
     "COPY (SELECT * FROM read_parquet($files) ORDER BY sample_id, step) TO '{out}' "
@@ -78,9 +78,17 @@ def run_writer(root: Path, name: str, cols: dict, *, batch: int) -> tuple[float,
         sl = slice(lo, lo + batch)
         t = clock()
         writer.log_samples(
-            run_id, "train", 0, step, cols["sample_id"][sl], cols["loss"][sl],
-            label=cols["label"][sl], pred=cols["pred"][sl], correct=cols["correct"][sl], margin=cols["margin"][sl],
-        )  # fmt: skip
+            run_id,
+            "train",
+            0,
+            step,
+            cols["sample_id"][sl],
+            cols["loss"][sl],
+            label=cols["label"][sl],
+            pred=cols["pred"][sl],
+            correct=cols["correct"][sl],
+            margin=cols["margin"][sl],
+        )
         calls.append(clock() - t)
     writer.close()
     elapsed = clock() - start
@@ -106,9 +114,17 @@ def compaction(root: Path, cols: dict, *, parts: int, repeats: int) -> tuple[flo
         for step, lo in enumerate(range(0, n, -(-n // parts))):
             sl = slice(lo, lo + -(-n // parts))
             writer.log_samples(
-                run_id, "train", 0, step, cols["sample_id"][sl], cols["loss"][sl],
-                label=cols["label"][sl], pred=cols["pred"][sl], correct=cols["correct"][sl], margin=cols["margin"][sl],
-            )  # fmt: skip
+                run_id,
+                "train",
+                0,
+                step,
+                cols["sample_id"][sl],
+                cols["loss"][sl],
+                label=cols["label"][sl],
+                pred=cols["pred"][sl],
+                correct=cols["correct"][sl],
+                margin=cols["margin"][sl],
+            )
             writer.flush()
         files = [str(session_dir / s.path) for s in catalog.active_shards("samples")]
         arrow_s, duck_s = [], []

@@ -32,9 +32,7 @@ def _url() -> str:
         return "sqlite:///" + db
     url = config.get_main_option("sqlalchemy.url")
     if not url:
-        raise RuntimeError(
-            "no catalog to migrate: pass -x db=path/to/catalog.sqlite or set sqlalchemy.url"
-        )
+        raise RuntimeError("no catalog to migrate: pass -x db=path/to/catalog.sqlite or set sqlalchemy.url")
     return url
 
 

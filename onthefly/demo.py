@@ -31,8 +31,9 @@ def make_loaders(n: int = 4096, *, batch_size: int = 128, seed: int = 0, num_wor
     """Train/val/test loaders over ``make_dataset`` split 75/19/6 like the README's script."""
     dataset = make_dataset(n, seed=seed)
     n_train, n_val = int(n * 0.75), int(n * 0.1875)
-    train, val, test = random_split(dataset, [n_train, n_val, n - n_train - n_val],
-                                    generator=torch.Generator().manual_seed(seed))
+    train, val, test = random_split(
+        dataset, [n_train, n_val, n - n_train - n_val], generator=torch.Generator().manual_seed(seed)
+    )
     return (
         DataLoader(train, batch_size=batch_size, shuffle=True, num_workers=num_workers),
         DataLoader(val, batch_size=256),
@@ -63,21 +64,43 @@ def main(argv: list[str] | None = None) -> None:
     train_loader, val_loader, test_loader = make_loaders()
     model = TinyClassifier()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    trainer = Trainer(project="demo", run_name="baseline", max_epochs=args.epochs, do_test_after=True,
-                      val_every_n_epochs=1, home=args.home)
-    trainer.fit(model=model, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), train_loader=train_loader,
-                val_loader=val_loader, test_loader=test_loader)
+    trainer = Trainer(
+        project="demo",
+        run_name="baseline",
+        max_epochs=args.epochs,
+        do_test_after=True,
+        val_every_n_epochs=1,
+        home=args.home,
+    )
+    trainer.fit(
+        model=model,
+        optimizer=optimizer,
+        loss_fn=nn.CrossEntropyLoss(),
+        train_loader=train_loader,
+        val_loader=val_loader,
+        test_loader=test_loader,
+    )
 
     con = sql(trainer.session.status()["session"], home=args.home)
     print("\nPer-epoch training loss (from the epoch summaries):")
-    print(con.sql("SELECT epoch, count, round(mean, 4) AS mean, round(p50, 4) AS p50, round(p99, 4) AS p99 "
-                  "FROM epochs WHERE split = 'train' ORDER BY epoch"))
+    print(
+        con.sql(
+            "SELECT epoch, count, round(mean, 4) AS mean, round(p50, 4) AS p50, round(p99, 4) AS p99 "
+            "FROM epochs WHERE split = 'train' ORDER BY epoch"
+        )
+    )
     last = trainer.session.status()["epoch"] - 1
     print(f"Hardest training samples of epoch {last} (label noise shows up here):")
-    print(con.sql("SELECT sample_id, round(loss, 3) AS loss, label, pred FROM samples "
-                  "WHERE split = 'train' AND epoch = ? ORDER BY loss DESC LIMIT 5", params=[last]))
-    print(f"Session stored in {os.path.relpath(trainer.session.dir)}; "
-          "`onthefly ls` lists it, `onthefly sql` queries it.")
+    print(
+        con.sql(
+            "SELECT sample_id, round(loss, 3) AS loss, label, pred FROM samples "
+            "WHERE split = 'train' AND epoch = ? ORDER BY loss DESC LIMIT 5",
+            params=[last],
+        )
+    )
+    print(
+        f"Session stored in {os.path.relpath(trainer.session.dir)}; `onthefly ls` lists it, `onthefly sql` queries it."
+    )
     trainer.close()
 
 

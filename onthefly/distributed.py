@@ -99,8 +99,9 @@ def detect(*, environ: dict[str, str] | None = None, init: bool = True) -> DistI
     if dist.is_available() and dist.is_initialized():
         if dist.get_world_size() < 2:
             return None
-        return DistInfo(dist.get_rank(), dist.get_world_size(), int(env.get("LOCAL_RANK", dist.get_rank())),
-                        str(dist.get_backend()))
+        return DistInfo(
+            dist.get_rank(), dist.get_world_size(), int(env.get("LOCAL_RANK", dist.get_rank())), str(dist.get_backend())
+        )
     world = int(env.get("WORLD_SIZE", "1") or 1)
     if world < 2:
         return None
@@ -155,8 +156,11 @@ class Collective:
 
     def broadcast_float(self, value: float | None) -> float | None:
         """Rank 0's float (or None) on every rank."""
-        message = torch.tensor([float("nan") if value is None else float(value), 0.0 if value is None else 1.0],
-                               dtype=torch.float64, device=self.device)
+        message = torch.tensor(
+            [float("nan") if value is None else float(value), 0.0 if value is None else 1.0],
+            dtype=torch.float64,
+            device=self.device,
+        )
         dist.broadcast(message, src=0)
         number, present = message.tolist()
         return number if present else None
@@ -217,12 +221,24 @@ def distributed_loader(loader: DataLoader, *, rank: int, world_size: int, seed: 
             "which OnTheFly cannot split between ranks: build the DataLoader with "
             "sampler=DistributedSampler(dataset, shuffle=...) yourself"
         )
-    sampler = DistributedSampler(loader.dataset, num_replicas=world_size, rank=rank,
-                                 shuffle=isinstance(loader.sampler, RandomSampler), seed=seed, drop_last=False)
+    sampler = DistributedSampler(
+        loader.dataset,
+        num_replicas=world_size,
+        rank=rank,
+        shuffle=isinstance(loader.sampler, RandomSampler),
+        seed=seed,
+        drop_last=False,
+    )
     return DataLoader(
-        loader.dataset, batch_size=loader.batch_size, sampler=sampler, drop_last=loader.drop_last,
-        num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
-        timeout=loader.timeout, worker_init_fn=loader.worker_init_fn,
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=sampler,
+        drop_last=loader.drop_last,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        timeout=loader.timeout,
+        worker_init_fn=loader.worker_init_fn,
         multiprocessing_context=loader.multiprocessing_context,
         prefetch_factor=loader.prefetch_factor if loader.num_workers > 0 else None,
         persistent_workers=loader.persistent_workers,
@@ -281,19 +297,22 @@ class RankFiles:
         self.catalog.close()
 
 
-def union_pass_summary(session_dir: Path, catalog: Catalog, key: PassKey, step: int,
-                       metrics: dict | None) -> EpochSummary:
+def union_pass_summary(
+    session_dir: Path, catalog: Catalog, key: PassKey, step: int, metrics: dict | None
+) -> EpochSummary:
     """The summary of one pass over the rows of every rank, stored in the session catalog.
 
     Call on rank 0 once every rank has sealed the pass (after a barrier).
     """
     folder = Path(session_dir)
-    sources = [(folder, s.path) for s in catalog.active_shards("samples")
-               if (s.run_id, s.split, s.epoch) == key]
+    sources = [(folder, s.path) for s in catalog.active_shards("samples") if (s.run_id, s.split, s.epoch) == key]
     for prefix, path in rank_catalogs(folder):
         with Catalog.open(path, readonly=True) as rank_catalog:
-            sources += [(folder / prefix, s.path) for s in rank_catalog.active_shards("samples")
-                        if (s.run_id, s.split, s.epoch) == key]
+            sources += [
+                (folder / prefix, s.path)
+                for s in rank_catalog.active_shards("samples")
+                if (s.run_id, s.split, s.epoch) == key
+            ]
     tables = [read_parquet(base / rel, rel).select(SAMPLES_SCHEMA.names) for base, rel in sources]
     table = pa.concat_tables(tables) if tables else SAMPLES_SCHEMA.empty_table()
     return catalog.add_epoch(pass_summary(key, step, table, dict(metrics or {})))

@@ -95,10 +95,17 @@ class ServedHandle(DataOperations):
                     break
         run_id = latest.run_id if latest is not None else (runs[-1].id if runs else None)
         return {
-            "state": SERVED_STATE, "step": latest.step if latest else 0, "epoch": latest.epoch if latest else 0,
-            "session": self.id, "run": run_id, "project": self.project, "pid": os.getpid(),
-            "served": True, "origin": self.origin, "checkpoint": latest.id if latest else None,
-        }  # fmt: skip
+            "state": SERVED_STATE,
+            "step": latest.step if latest else 0,
+            "epoch": latest.epoch if latest else 0,
+            "session": self.id,
+            "run": run_id,
+            "project": self.project,
+            "pid": os.getpid(),
+            "served": True,
+            "origin": self.origin,
+            "checkpoint": latest.id if latest else None,
+        }
 
     def snapshot(self) -> dict[str, Any]:
         """What a connecting dashboard gets first: the state and every run."""
@@ -247,9 +254,13 @@ def serve(
     try:
         status = handle.status()
         client = {
-            "version": __version__, "pid": os.getpid(), "session": handle.id, "project": handle.project,
-            "run": status["run"], "served": True,
-        }  # fmt: skip
+            "version": __version__,
+            "pid": os.getpid(),
+            "session": handle.id,
+            "project": handle.project,
+            "run": status["run"],
+            "served": True,
+        }
         with DashboardLink(handle, port=port, client_info=client, printer=printer) as link:
             printer(
                 f"[onthefly] serving session {handle.id} ({handle.project}) read-only to the dashboard on port "

@@ -9,7 +9,13 @@ import onthefly
 
 PACKAGE = Path(onthefly.__file__).parent
 # The protocol's payload shapes import nothing of onthefly: the store's read side builds a report with them.
-BELOW_THE_STORE = {"onthefly.errors", "onthefly._version", "onthefly.paths", "onthefly.protocol", "onthefly.protocol.payloads"}
+BELOW_THE_STORE = {
+    "onthefly.errors",
+    "onthefly._version",
+    "onthefly.paths",
+    "onthefly.protocol",
+    "onthefly.protocol.payloads",
+}
 
 
 def imports_of(folder: str) -> dict[str, set[str]]:
@@ -54,7 +60,7 @@ def test_store_and_cli_modules_import_each_other_without_a_cycle():
 
     def cycle_from(module: str, path: list[str]) -> list[str] | None:
         if module in path:
-            return path[path.index(module):] + [module]
+            return path[path.index(module) :] + [module]
         if module in done:
             return None
         for target in sorted(edges[module]):

@@ -127,9 +127,7 @@ def upgrade() -> None:
         sa.Column("hist_counts", sa.JSON(), nullable=True),
         sa.Column("metrics", sa.JSON(), nullable=True),
         sa.Column("created_at", sa.Float(), nullable=False),
-        sa.UniqueConstraint(
-            "run_id", "split", "epoch", "step", name="uq_epochs_run_split_epoch_step"
-        ),
+        sa.UniqueConstraint("run_id", "split", "epoch", "step", name="uq_epochs_run_split_epoch_step"),
     )
     op.create_index("ix_epochs_run_id", "epochs", ["run_id"])
 

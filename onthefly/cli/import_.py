@@ -40,8 +40,9 @@ def run_import(args: argparse.Namespace, out: TextIO) -> int:
     session_id = manifest["session"]["id"]
     existed = os.path.lexists(store.sessions_dir / session_id)
     total = sum(entry["bytes"] for entry in manifest["files"])
-    with tqdm(total=total, desc="import", unit="B", unit_scale=True, unit_divisor=1024, leave=False,
-              disable=None) as bar:  # fmt: skip
+    with tqdm(
+        total=total, desc="import", unit="B", unit_scale=True, unit_divisor=1024, leave=False, disable=None
+    ) as bar:
         entry = import_bundle(args.bundle, store=store, progress=bar.update)
     if args.json:
         json.dump({**session_json(entry), "already_there": existed}, out, indent=2)

@@ -142,8 +142,16 @@ def run_sql(args: argparse.Namespace, out: TextIO) -> int:
 # -- the command ----------------------------------------------------------------
 
 COMMANDS: tuple[AddCommand, ...] = (
-    add_ls, add_sql, add_report, add_export, add_import, add_serve, add_rm, add_pin, add_unpin,
-)  # fmt: skip
+    add_ls,
+    add_sql,
+    add_report,
+    add_export,
+    add_import,
+    add_serve,
+    add_rm,
+    add_pin,
+    add_unpin,
+)
 """Subcommands in help order; a new one appends its ``add_command`` here."""
 
 

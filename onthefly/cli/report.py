@@ -190,10 +190,14 @@ def report_html(result: dict[str, Any], *, title: str = "OnTheFly report") -> st
     esc = html.escape
     q = result["quantiles"]
     summary = [
-        ("run", result["run"]), ("split", result["split"]), ("epoch", result["epoch"]), ("step", result["step"]),
-        ("count", result["count"]), ("mean", _num(result["mean"])),
+        ("run", result["run"]),
+        ("split", result["split"]),
+        ("epoch", result["epoch"]),
+        ("step", result["step"]),
+        ("count", result["count"]),
+        ("mean", _num(result["mean"])),
         *((name, _num(q.get(name))) for name in ("p10", "p50", "p90", "p99")),
-    ]  # fmt: skip
+    ]
     summary_rows = "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in summary)
     columns = ("sample_id", "loss", "label", "pred")
     hardest_rows = "".join(
@@ -201,7 +205,7 @@ def report_html(result: dict[str, Any], *, title: str = "OnTheFly report") -> st
     )
     svg = histogram_svg(result["hist"]["edges"], result["hist"]["counts"])
     return (
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{esc(title)}</title><style>"
         "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
         "table{border-collapse:collapse;margin:1em 0}th,td{padding:2px 10px;text-align:right}"

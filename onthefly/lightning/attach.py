@@ -10,7 +10,8 @@ trainer instance only. The wrapped ``fit``:
 3. places OnTheFly's checkpoint I/O before the strategy's (checkpoints go to
    the session store as safetensors; ``resume_from`` is read from there);
 4. runs Lightning's ``fit`` (on several processes the session opens in the
-   callback's ``setup`` on every rank; see :mod:`onthefly.lightning.callback`), then, with ``do_test_after``, Lightning's
+   callback's ``setup`` on every rank; see :mod:`onthefly.lightning.callback`), then, with ``do_test_after``,
+   Lightning's
    ``trainer.test`` over the test loader, and stays open while a dashboard
    wants more epochs;
 5. puts everything back as it was.
@@ -115,17 +116,33 @@ def attach_lightning(
         raise ConfigError(f"model must be the LightningModule you pass to trainer.fit, got {type(model).__name__}")
     if datamodule is not None and not isinstance(datamodule, datamodule_base):
         raise ConfigError(f"datamodule must be a LightningDataModule, got {type(datamodule).__name__}")
-    if isinstance(checkpoint_every_n_epochs, bool) or not isinstance(checkpoint_every_n_epochs, int) \
-            or checkpoint_every_n_epochs < 0:
+    if (
+        isinstance(checkpoint_every_n_epochs, bool)
+        or not isinstance(checkpoint_every_n_epochs, int)
+        or checkpoint_every_n_epochs < 0
+    ):
         raise ConfigError(f"checkpoint_every_n_epochs must be an integer >= 0, got {checkpoint_every_n_epochs!r}")
     callback = _callback_class(callback_base)(
-        trainer=trainer, model=model, loss_fn=loss_fn, project=project, run_name=run_name, seed=seed,
-        checkpoint_every_n_epochs=checkpoint_every_n_epochs, home=None if home is None else os.fspath(home),
-        dashboard_port=dashboard_port, connect_dashboard=connect_dashboard, progress=progress,
+        trainer=trainer,
+        model=model,
+        loss_fn=loss_fn,
+        project=project,
+        run_name=run_name,
+        seed=seed,
+        checkpoint_every_n_epochs=checkpoint_every_n_epochs,
+        home=None if home is None else os.fspath(home),
+        dashboard_port=dashboard_port,
+        connect_dashboard=connect_dashboard,
+        progress=progress,
     )
-    callback._configure(loaders={"train": train_loader, "val": val_loader, "test": test_loader},
-                        datamodule=datamodule, datamodule_base=datamodule_base, do_test_after=do_test_after,
-                        model_factory=model_factory, resume_from=resume_from)
+    callback._configure(
+        loaders={"train": train_loader, "val": val_loader, "test": test_loader},
+        datamodule=datamodule,
+        datamodule_base=datamodule_base,
+        do_test_after=do_test_after,
+        model_factory=model_factory,
+        resume_from=resume_from,
+    )
     trainer.callbacks.append(callback)
     return callback
 
@@ -148,8 +165,11 @@ def _lightning_classes(trainer: Any) -> tuple[type, type]:
 @functools.cache
 def _callback_class(base: type) -> type:
     """The callback class for one Lightning flavour (its hooks come from LightningRun)."""
-    return type("OnTheFlyCallback", (LightningRun, base),
-                {"__module__": __name__, "__doc__": LightningRun.__doc__, "_lightning_base": base})
+    return type(
+        "OnTheFlyCallback",
+        (LightningRun, base),
+        {"__module__": __name__, "__doc__": LightningRun.__doc__, "_lightning_base": base},
+    )
 
 
 def _new_callback(base: type) -> Any:
@@ -161,8 +181,16 @@ def _new_callback(base: type) -> Any:
 class LightningRun(LightningSession):
     """The callback ``attach_lightning`` adds: hooks, session, and the wrapped ``fit``."""
 
-    def _configure(self, *, loaders: dict[str, Any], datamodule: Any, datamodule_base: type, do_test_after: bool,
-                   model_factory: Any, resume_from: Any) -> None:
+    def _configure(
+        self,
+        *,
+        loaders: dict[str, Any],
+        datamodule: Any,
+        datamodule_base: type,
+        do_test_after: bool,
+        model_factory: Any,
+        resume_from: Any,
+    ) -> None:
         self.model_factory = resolve_model_factory(model_factory)
         self._given = loaders
         self._tracked_given: dict[str, Any] = {}
@@ -190,8 +218,15 @@ class LightningRun(LightningSession):
         return clone_model(self._module, self.model_factory)
 
     # ------------------------------------------------------------------ fit
-    def _fit(self, model: Any, train_dataloaders: Any = None, val_dataloaders: Any = None, datamodule: Any = None,
-             ckpt_path: Any = None, **kwargs: Any) -> None:
+    def _fit(
+        self,
+        model: Any,
+        train_dataloaders: Any = None,
+        val_dataloaders: Any = None,
+        datamodule: Any = None,
+        ckpt_path: Any = None,
+        **kwargs: Any,
+    ) -> None:
         """``trainer.fit`` with the loaders tracked, the loss recorded and the session open."""
         if model is not self._module:
             raise ConfigError(
@@ -211,7 +246,8 @@ class LightningRun(LightningSession):
         strategy = trainer.strategy
         previous_io = strategy.checkpoint_io
         strategy.checkpoint_io = StoreCheckpointIO(
-            previous_io, on_capture=self._capture,
+            previous_io,
+            on_capture=self._capture,
             preloaded={RESUME_PATH: from_store(resume.data)} if resume is not None else None,
         )
         if self._multi:  # every rank opens its part of the session in setup(), once the process group exists
@@ -248,11 +284,17 @@ class LightningRun(LightningSession):
     def _open_run(self, resume: Any) -> None:
         trainer = self._trainer
         self._config = {
-            "framework": type(trainer).__module__.split(".")[0], "max_epochs": trainer.max_epochs,
-            "max_steps": trainer.max_steps, "seed": self._seed, "do_test_after": self._do_test_after,
-            "accumulate_grad_batches": trainer.accumulate_grad_batches, "precision": str(trainer.precision),
-            "strategy": type(trainer.strategy).__name__, "world_size": int(trainer.world_size),
-            "checkpoint_every_n_epochs": self._every, "version": __version__,
+            "framework": type(trainer).__module__.split(".")[0],
+            "max_epochs": trainer.max_epochs,
+            "max_steps": trainer.max_steps,
+            "seed": self._seed,
+            "do_test_after": self._do_test_after,
+            "accumulate_grad_batches": trainer.accumulate_grad_batches,
+            "precision": str(trainer.precision),
+            "strategy": type(trainer.strategy).__name__,
+            "world_size": int(trainer.world_size),
+            "checkpoint_every_n_epochs": self._every,
+            "version": __version__,
         }
         self.recorder.open_run(kind="base", config=self._config, hparams=_plain_hparams(self._module), resume=resume)
         self._logged_step, self._step_losses = -1, []
@@ -277,7 +319,9 @@ class LightningRun(LightningSession):
         val = self._hand(val, "val") if val is not None else None
         for owner in (datamodule, model):
             if owner is not None:
-                self._wrap_hooks(owner, skip={s for s, loader in (("train", train), ("val", val)) if loader is not None})
+                self._wrap_hooks(
+                    owner, skip={s for s, loader in (("train", train), ("val", val)) if loader is not None}
+                )
         return train, val, datamodule
 
     def _wrap_hooks(self, owner: Any, *, skip: set[str]) -> None:
@@ -306,7 +350,9 @@ class LightningRun(LightningSession):
         if dm is not None and _overridden(dm, _HOOKS[split]):
             self._wrap_hooks(dm, skip=set(_HOOKS) - {split})
             return {"datamodule": dm}
-        raise ConfigError(f"no {split}_loader was given to attach_lightning(...): pass {split}_loader=... to run {split}")
+        raise ConfigError(
+            f"no {split}_loader was given to attach_lightning(...): pass {split}_loader=... to run {split}"
+        )
 
 
 class _TrackedHook:

@@ -73,13 +73,31 @@ class LightningSession:
     calls its hooks like any callback's.
     """
 
-    def __init__(self, *, trainer: Any, model: Any, loss_fn: Any, project: str, run_name: str | None, seed: int,
-                 checkpoint_every_n_epochs: int, home: str | None, dashboard_port: int | None,
-                 connect_dashboard: bool, progress: bool | None) -> None:
+    def __init__(
+        self,
+        *,
+        trainer: Any,
+        model: Any,
+        loss_fn: Any,
+        project: str,
+        run_name: str | None,
+        seed: int,
+        checkpoint_every_n_epochs: int,
+        home: str | None,
+        dashboard_port: int | None,
+        connect_dashboard: bool,
+        progress: bool | None,
+    ) -> None:
         self.recorder = Recorder(
-            project, run_name=run_name, home=home, dashboard_port=dashboard_port,
-            connect_dashboard=connect_dashboard, progress=progress,
-            position=self._position, test=self._run_test, checkpoint=self._save_checkpoint,
+            project,
+            run_name=run_name,
+            home=home,
+            dashboard_port=dashboard_port,
+            connect_dashboard=connect_dashboard,
+            progress=progress,
+            position=self._position,
+            test=self._run_test,
+            checkpoint=self._save_checkpoint,
             on_rows=self._rows_logged,
         )
         self._trainer = trainer
@@ -109,8 +127,9 @@ class LightningSession:
 
     def _make_process_local(self) -> None:
         self.session = self.recorder.session
-        self._loss_capture = LossCapture(self._loss_plan, self._module, claim=self.claim, record=self.record,
-                                         warn=self._warn)
+        self._loss_capture = LossCapture(
+            self._loss_plan, self._module, claim=self.claim, record=self.record, warn=self._warn
+        )
         self._steps = Holding(self._log_steps)  # step rows, their loss and gradient norm still tensors
         self.recorder.flushes(self._steps)
 
@@ -156,8 +175,9 @@ class LightningSession:
     def record(self, ids: np.ndarray, per_sample: torch.Tensor, output: Any, target: Any) -> None:
         """Hold one batch's per-sample rows for the writer (called by the recording loss)."""
         batch = self._current
-        self.recorder.record_batch(batch.split, batch.epoch, batch.step, ids, per_sample, output, target,
-                                   keep=batch.keep)
+        self.recorder.record_batch(
+            batch.split, batch.epoch, batch.step, ids, per_sample, output, target, keep=batch.keep
+        )
 
     def _rows_logged(self, split: str, loss: np.ndarray) -> None:
         if split != "train":  # validation and test rows are held too: their loss is summed as they go
@@ -279,8 +299,13 @@ class LightningSession:
         self._current = None
         recorder = self.recorder
         recorder.hand_over()
-        if self._run_id is None or split not in self._handed or trainer.sanity_checking or not self._eval_count \
-                or not recorder.records(split):
+        if (
+            self._run_id is None
+            or split not in self._handed
+            or trainer.sanity_checking
+            or not self._eval_count
+            or not recorder.records(split)
+        ):
             return
         self._eval_metrics = logged_values(trainer.callback_metrics, stage=split)
         recorder.end_pass(split, self._epochs_finished(), int(self._trainer.global_step), metrics=self._eval_metrics)
@@ -288,12 +313,14 @@ class LightningSession:
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
         self._eval_start(trainer)
 
-    def on_validation_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int,
-                                  dataloader_idx: int = 0) -> None:
+    def on_validation_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         self._eval_batch_start("val", trainer, dataloader_idx)
 
-    def on_validation_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
-                                dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         self._current = None
         self._loss_capture.step_end()
 
@@ -303,12 +330,14 @@ class LightningSession:
     def on_test_start(self, trainer: Any, pl_module: Any) -> None:
         self._eval_start(trainer)
 
-    def on_test_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int,
-                            dataloader_idx: int = 0) -> None:
+    def on_test_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         self._eval_batch_start("test", trainer, dataloader_idx)
 
-    def on_test_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
-                          dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         self._current = None
         self._loss_capture.step_end()
 
@@ -348,8 +377,11 @@ class LightningSession:
             if device is not None:
                 module.to(device)
             module.train(was_training)
-        return {"loss": self._eval_sum / self._eval_count if self._eval_count else math.nan,
-                "count": self._eval_count, "metrics": dict(self._eval_metrics)}
+        return {
+            "loss": self._eval_sum / self._eval_count if self._eval_count else math.nan,
+            "count": self._eval_count,
+            "metrics": dict(self._eval_metrics),
+        }
 
     def _test_source(self, split: str) -> dict[str, Any]:
         """What the test loop runs over: ``{"dataloaders": ...}`` or ``{"datamodule": ...}``."""
@@ -360,9 +392,14 @@ class LightningSession:
         device = self._trainer.strategy.root_device
         accelerator = "gpu" if device.type == "cuda" else device.type
         return type(self._trainer)(
-            accelerator=accelerator, devices=[device.index or 0] if device.type == "cuda" else 1,
-            precision=self._trainer.precision, logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, callbacks=[self],
+            accelerator=accelerator,
+            devices=[device.index or 0] if device.type == "cuda" else 1,
+            precision=self._trainer.precision,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[self],
         )
 
     def _save_checkpoint(self, reason: str) -> dict[str, Any]:
@@ -382,14 +419,25 @@ class LightningSession:
         self._captured = None
         if dropped and not self._warned_dropped:
             self._warned_dropped = True
-            self.recorder.log("warning", f"checkpoints leave out values that cannot be stored without pickling: "
-                                         f"{', '.join(dropped[:8])}", kind="checkpoint")
+            self.recorder.log(
+                "warning",
+                f"checkpoints leave out values that cannot be stored without pickling: {', '.join(dropped[:8])}",
+                kind="checkpoint",
+            )
         loader = self._handed.get("train")
         step, epoch = int(trainer.global_step), self._epochs_finished()
         return TrainingState(
-            step=step, epoch=epoch, model=parts["model"], optimizer=parts["optimizer"], scheduler=parts["scheduler"],
-            sampler={"epoch": epoch, "batch": loader.consumed if loader is not None else 0, "step": step,
-                     "seed": self._seed},
+            step=step,
+            epoch=epoch,
+            model=parts["model"],
+            optimizer=parts["optimizer"],
+            scheduler=parts["scheduler"],
+            sampler={
+                "epoch": epoch,
+                "batch": loader.consumed if loader is not None else 0,
+                "step": step,
+                "seed": self._seed,
+            },
             extra={"lightning": parts["lightning"]},
         )
 
@@ -418,9 +466,15 @@ class LightningSession:
         if stage != "fit" or trainer is not self._trainer or not self._multi:
             return
         recorder = self.recorder
-        recorder.join(join_ranks(init=False, required=(
-            f"the trainer has world_size={trainer.world_size} but no torch.distributed process group is "
-            "initialised in setup(): use strategy='ddp' or 'ddp_spawn'")))
+        recorder.join(
+            join_ranks(
+                init=False,
+                required=(
+                    f"the trainer has world_size={trainer.world_size} but no torch.distributed process group is "
+                    "initialised in setup(): use strategy='ddp' or 'ddp_spawn'"
+                ),
+            )
+        )
         recorder.begin()
         self._install_loss()
         loader = self._handed.get("train")

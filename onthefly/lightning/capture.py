@@ -61,10 +61,20 @@ from .metrics import step_loss
 
 __all__ = ["FunctionalCapture", "LossCapture", "LossPlan", "functional_sites", "plan_capture"]
 
-_HOW = ("pass loss_fn= the loss training_step calls: an attribute (loss_fn=model.loss), a method of the module, "
-        "or a function such as F.cross_entropy (docs/lightning.md)")
-_FRAMEWORK_MODULES = ("torch", "lightning.pytorch.core", "lightning.pytorch.utilities", "lightning.fabric",
-                      "pytorch_lightning.core", "pytorch_lightning.utilities", "lightning_utilities", "builtins")
+_HOW = (
+    "pass loss_fn= the loss training_step calls: an attribute (loss_fn=model.loss), a method of the module, "
+    "or a function such as F.cross_entropy (docs/lightning.md)"
+)
+_FRAMEWORK_MODULES = (
+    "torch",
+    "lightning.pytorch.core",
+    "lightning.pytorch.utilities",
+    "lightning.fabric",
+    "pytorch_lightning.core",
+    "pytorch_lightning.utilities",
+    "lightning_utilities",
+    "builtins",
+)
 _CLASS_INDEX_LOSSES = ("cross_entropy", "nll_loss")
 
 
@@ -107,8 +117,10 @@ def plan_capture(model: nn.Module, loss_fn: Any = None) -> LossPlan:
                     return LossPlan("method", value, owner=model, name=name)
                 continue
             return LossPlan("attribute", value, owner=model, name=name)
-        return LossPlan("none", reason=(
-            f"no per-sample loss rows: found no loss on {kind} (looked for {', '.join(LOSS_NAMES)}); {_HOW}"))
+        return LossPlan(
+            "none",
+            reason=(f"no per-sample loss rows: found no loss on {kind} (looked for {', '.join(LOSS_NAMES)}); {_HOW}"),
+        )
     loss_fn = getattr(loss_fn, "__onthefly_original__", loss_fn)
     for module in model.modules():
         for name, value in list(module._modules.items()) + list(vars(module).items()):
@@ -120,15 +132,23 @@ def plan_capture(model: nn.Module, loss_fn: Any = None) -> LossPlan:
             return LossPlan("method", loss_fn, owner=owner, name=name)
     label = _describe(loss_fn)
     if isinstance(loss_fn, nn.Module) or not callable(loss_fn) or isinstance(loss_fn, types.MethodType):
-        return LossPlan("none", reason=(
-            f"no per-sample loss rows: loss_fn ({label}) is not an attribute, method or function {kind} "
-            f"calls, so OnTheFly cannot see the losses of the training forward pass; set it in __init__ "
-            f"(self.loss = loss_fn), call self.loss(...) in training_step and pass loss_fn=model.loss, "
-            f"or {_HOW}"))
+        return LossPlan(
+            "none",
+            reason=(
+                f"no per-sample loss rows: loss_fn ({label}) is not an attribute, method or function {kind} "
+                f"calls, so OnTheFly cannot see the losses of the training forward pass; set it in __init__ "
+                f"(self.loss = loss_fn), call self.loss(...) in training_step and pass loss_fn=model.loss, "
+                f"or {_HOW}"
+            ),
+        )
     if not functional_sites(model, loss_fn):
-        return LossPlan("none", reason=(
-            f"no per-sample loss rows: loss_fn {label} is neither in torch.nn.functional nor a global of the "
-            f"module defining {kind}, so its calls in training_step cannot be seen; {_HOW}"))
+        return LossPlan(
+            "none",
+            reason=(
+                f"no per-sample loss rows: loss_fn {label} is neither in torch.nn.functional nor a global of the "
+                f"module defining {kind}, so its calls in training_step cannot be seen; {_HOW}"
+            ),
+        )
     return LossPlan("functional", loss_fn)
 
 
@@ -195,8 +215,15 @@ class LossCapture:
         ...     trainer_fit()
     """
 
-    def __init__(self, plan: LossPlan, model: nn.Module, *, claim: Callable[..., np.ndarray | None],
-                 record: Callable[..., None], warn: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        plan: LossPlan,
+        model: nn.Module,
+        *,
+        claim: Callable[..., np.ndarray | None],
+        record: Callable[..., None],
+        warn: Callable[[str], None],
+    ) -> None:
         self.plan = plan
         self._model = model
         self._warn = warn
@@ -210,8 +237,9 @@ class LossCapture:
         if plan.strategy in ("attribute", "method"):
             self.recorder = RecordingLoss(plan.loss, claim=claim, record=self._record(record), warn=self.warn_once)
         elif plan.strategy == "functional":
-            self.functional = FunctionalCapture(plan.loss, claim=claim, record=self._record(record),
-                                                warn=self.warn_once)
+            self.functional = FunctionalCapture(
+                plan.loss, claim=claim, record=self._record(record), warn=self.warn_once
+            )
 
     def _record(self, record: Callable[..., None]) -> Callable[..., None]:
         def recorded(*args: Any) -> None:
@@ -306,9 +334,11 @@ class LossCapture:
         what = f"self.{plan.name}(...)" if plan.name else f"{_describe(plan.loss)}(...)"
         if self.functional is not None and self.functional.failed or self.recorder is not None and self.recorder.failed:
             return "no per-sample loss rows (see the warning above)"
-        return (f"no per-sample loss rows: training_step did not call {what} on an output with one value (or "
-                f"a whole number of class-index tokens) per sample of the batch; {_HOW}. Step metrics, "
-                "pause/resume, test and checkpoints still work")
+        return (
+            f"no per-sample loss rows: training_step did not call {what} on an output with one value (or "
+            f"a whole number of class-index tokens) per sample of the batch; {_HOW}. Step metrics, "
+            "pause/resume, test and checkpoints still work"
+        )
 
 
 # ---------------------------------------------------------------------- the functional interceptor
@@ -385,8 +415,14 @@ class FunctionalCapture:
     own per-sample values, else ``vmap``). The model never runs again.
     """
 
-    def __init__(self, fn: Callable[..., Any], *, claim: Callable[..., Any], record: Callable[..., None],
-                 warn: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        claim: Callable[..., Any],
+        record: Callable[..., None],
+        warn: Callable[[str], None],
+    ) -> None:
         self.fn = getattr(fn, "__onthefly_original__", fn)
         self._claim, self._record, self._warn = claim, record, warn
         self.thread: int | None = None
@@ -421,18 +457,21 @@ class FunctionalCapture:
             return value
         try:
             per_sample = self._per_sample(bound, output, target, values, len(ids))
-        except Exception as exc:  # noqa: BLE001  never the user's fit: their value goes back, the rows stop
+        except Exception as exc:
             self.failed = True
-            self._warn(f"no per-sample loss rows: {_describe(fn)} gave no per-sample values for a batch of "
-                       f"{len(ids)} ({type(exc).__name__}: {exc}); the fit goes on. To get them, pass a loss "
-                       "returning one value per sample (docs/lightning.md)")
+            self._warn(
+                f"no per-sample loss rows: {_describe(fn)} gave no per-sample values for a batch of "
+                f"{len(ids)} ({type(exc).__name__}: {exc}); the fit goes on. To get them, pass a loss "
+                "returning one value per sample (docs/lightning.md)"
+            )
             return value
         whole = values == len(ids)
         self._record(ids, per_sample, output if whole else None, target if whole else None)
         return value
 
-    def _per_sample(self, bound: inspect.BoundArguments, output: Any, target: Any, values: int,
-                    samples: int) -> torch.Tensor:
+    def _per_sample(
+        self, bound: inspect.BoundArguments, output: Any, target: Any, values: int, samples: int
+    ) -> torch.Tensor:
         arguments = bound.arguments
         if self._reduction and arguments.get("size_average") is None and arguments.get("reduce") is None:
             params = self._signature.parameters
@@ -444,8 +483,9 @@ class FunctionalCapture:
                 unreduced = self.fn(*call.args, **call.kwargs)
             kept = None
             if self._class_index:
-                ignore = arguments.get("ignore_index", params["ignore_index"].default if "ignore_index" in params
-                                       else -100)
+                ignore = arguments.get(
+                    "ignore_index", params["ignore_index"].default if "ignore_index" in params else -100
+                )
                 kept = class_index_kept(target, ignore, unreduced.shape)
             return per_sample_values(unreduced, samples, kept=kept, total=reduction == "batchmean")
         rest = {k: v for k, v in arguments.items() if k not in self._names}
@@ -472,4 +512,3 @@ class _Call:
 
 def _detach(value: Any) -> Any:
     return value.detach() if isinstance(value, torch.Tensor) else value
-

@@ -155,8 +155,9 @@ class StoreCheckpointIO:
         preloaded: path -> checkpoint dict returned by ``load_checkpoint``.
     """
 
-    def __init__(self, inner: Any, *, on_capture: Callable[[dict], None],
-                 preloaded: Mapping[str, dict] | None = None) -> None:
+    def __init__(
+        self, inner: Any, *, on_capture: Callable[[dict], None], preloaded: Mapping[str, dict] | None = None
+    ) -> None:
         self.inner = inner
         self._on_capture = on_capture
         self._preloaded = dict(preloaded or {})

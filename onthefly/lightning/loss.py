@@ -138,11 +138,13 @@ class RecordingLoss(nn.Module):
             if alone:
                 return self._output_alone(ids, output)
             return self._recorded(ids, output, target, values)
-        except Exception as exc:  # noqa: BLE001  never the user's fit: their loss as is, one warning, no more rows
+        except Exception as exc:
             vars(self)["failed"] = True
-            self._otf_warn(f"no per-sample loss rows: {_name(inner)} gave no per-sample values for a batch of "
-                           f"{len(ids)} ({type(exc).__name__}: {exc}); the fit goes on. To get them, use a loss "
-                           "with reduction= or one returning one value per sample (docs/lightning.md)")
+            self._otf_warn(
+                f"no per-sample loss rows: {_name(inner)} gave no per-sample values for a batch of "
+                f"{len(ids)} ({type(exc).__name__}: {exc}); the fit goes on. To get them, use a loss "
+                "with reduction= or one returning one value per sample (docs/lightning.md)"
+            )
             return inner(output) if alone else inner(output, target)
 
     def _recorded(self, ids: np.ndarray, output: Any, target: Any, values: int) -> Any:
@@ -218,7 +220,10 @@ def _same(value: Any) -> Any:
 
 
 class _Capture:
-    """A callable loss that remembers the first value it returned since reset (``alone``: called with the output only)."""
+    """A callable loss that remembers the first value it returned since reset.
+
+    ``alone``: the loss is called with the output only.
+    """
 
     def __init__(self, fn: Any, *, alone: bool = False) -> None:
         self.fn = fn

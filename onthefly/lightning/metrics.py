@@ -10,10 +10,23 @@ import torch
 
 __all__ = ["OWN_COLUMNS", "logged_values", "step_loss", "step_rows"]
 
-OWN_COLUMNS = frozenset({
-    "step", "epoch", "time", "loss", "lr", "grad_norm", "samples_per_s", "data_ms", "compute_ms", "rss_mb",
-    "gpu_mem_mb", "gpu_util", "run_id",
-})
+OWN_COLUMNS = frozenset(
+    {
+        "step",
+        "epoch",
+        "time",
+        "loss",
+        "lr",
+        "grad_norm",
+        "samples_per_s",
+        "data_ms",
+        "compute_ms",
+        "rss_mb",
+        "gpu_mem_mb",
+        "gpu_util",
+        "run_id",
+    }
+)
 """Step columns OnTheFly fills itself; a logged value of the same name does not replace them."""
 
 _EVAL_PREFIXES = ("val", "test")

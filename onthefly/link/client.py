@@ -31,12 +31,7 @@ from onthefly._version import __version__
 from onthefly.errors import ConfigError, OnTheFlyError, ProtocolError
 from onthefly.link.framing import LineConnection
 from onthefly.link.handshake import HandshakeError, VersionMismatch, trainer_handshake
-from onthefly.link.outbox import (  # noqa: F401  (the pacing constants are re-exported)
-    BURST,
-    MAX_EVENTS,
-    MAX_STEP_ROWS,
-    RATE_PER_S,
-    STEPS_INTERVAL_S,
+from onthefly.link.outbox import (
     Batch,
     Outbox,
     columnar,

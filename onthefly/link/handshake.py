@@ -84,10 +84,7 @@ def version_message(*, peer: str, theirs: Any, ours: int = PROTOCOL_VERSION) -> 
         >>> version_message(peer="dashboard", theirs=2)
         'dashboard speaks protocol 2, this onthefly speaks 1: update the OnTheFly extension or onthefly-ai'
     """
-    return (
-        f"{peer} speaks protocol {theirs}, this onthefly speaks {ours}: "
-        "update the OnTheFly extension or onthefly-ai"
-    )
+    return f"{peer} speaks protocol {theirs}, this onthefly speaks {ours}: update the OnTheFly extension or onthefly-ai"
 
 
 def new_nonce() -> str:

@@ -20,7 +20,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from onthefly.errors import (
     ConfigError,
@@ -75,7 +75,7 @@ _ERROR_CLASS_CODES: dict[type[BaseException], int] = {
 # --------------------------------------------------------------------------
 # Messages
 
-Id = Union[int, str]
+Id = int | str
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class ErrorResponse:
         return {"jsonrpc": "2.0", "id": self.id, "error": error}
 
 
-Message = Union[Request, Notification, Response, ErrorResponse]
+Message = Request | Notification | Response | ErrorResponse
 
 
 class MessageError(ProtocolError):
@@ -283,9 +283,7 @@ def _decode_call(obj: dict[str, Any], reply_id: Id | None) -> Message:
     if "id" not in obj:
         return Notification(method, params)
     if reply_id is None:
-        raise MessageError(
-            f'"id" must be a string or an integer, got {obj["id"]!r}', code=INVALID_REQUEST
-        )
+        raise MessageError(f'"id" must be a string or an integer, got {obj["id"]!r}', code=INVALID_REQUEST)
     return Request(reply_id, method, params)
 
 
@@ -386,9 +384,7 @@ def validate_params(method: str, params: Any) -> dict[str, Any]:
     unexpected = sorted(k for k in params if k not in known)
     if unexpected:
         takes = ", ".join(sorted(known)) or "no parameters"
-        raise MessageError(
-            f"{method}: unexpected parameter {unexpected[0]!r}; it takes {takes}", code=INVALID_PARAMS
-        )
+        raise MessageError(f"{method}: unexpected parameter {unexpected[0]!r}; it takes {takes}", code=INVALID_PARAMS)
     kwargs: dict[str, Any] = {}
     for f in spec.params:
         value = params.get(f.name)

@@ -449,8 +449,7 @@ def listing() -> dict[str, Any]:
             for m in METHODS.values()
         },
         "notifications": {
-            n.name: {"fields": [f.spec() for f in n.fields], "columnar": n.columnar}
-            for n in NOTIFICATIONS.values()
+            n.name: {"fields": [f.spec() for f in n.fields], "columnar": n.columnar} for n in NOTIFICATIONS.values()
         },
         "errors": ERROR_CODES,
     }

@@ -38,7 +38,11 @@ from onthefly.errors import ConfigError
 from onthefly.store.shards.scores import top_two
 
 __all__ = [
-    "ClassificationKind", "DEFERRED_MAX_CLASSES", "classification_kind", "classification_fields", "scores_deferred",
+    "ClassificationKind",
+    "DEFERRED_MAX_CLASSES",
+    "classification_kind",
+    "classification_fields",
+    "scores_deferred",
 ]
 
 ClassificationKind = Literal["multiclass", "binary"]
@@ -143,8 +147,12 @@ def scores_deferred(output: torch.Tensor, target: torch.Tensor, *, kind: Classif
     For multiclass scores on the CPU with at most :data:`DEFERRED_MAX_CLASSES`
     classes; anything else gets its fields computed where the scores are.
     """
-    return (kind == "multiclass" and output.device.type == "cpu" and _is_multiclass_shape(output, target)
-            and output.shape[1] <= DEFERRED_MAX_CLASSES)
+    return (
+        kind == "multiclass"
+        and output.device.type == "cpu"
+        and _is_multiclass_shape(output, target)
+        and output.shape[1] <= DEFERRED_MAX_CLASSES
+    )
 
 
 def _is_multiclass_shape(output: torch.Tensor, target: torch.Tensor) -> bool:

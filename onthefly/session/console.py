@@ -29,8 +29,15 @@ class Console:
 
             total = max_epochs * batches_per_epoch if max_epochs and batches_per_epoch is not None else None
             initial = epoch * batches_per_epoch if batches_per_epoch is not None else 0
-            self._bar = tqdm(total=total, initial=initial, unit="batch", file=self._stream,
-                             dynamic_ncols=True, leave=True, desc="train")
+            self._bar = tqdm(
+                total=total,
+                initial=initial,
+                unit="batch",
+                file=self._stream,
+                dynamic_ncols=True,
+                leave=True,
+                desc="train",
+            )
 
     def step(self, step: int, loss: float) -> None:
         if self._bar is not None:

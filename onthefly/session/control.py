@@ -11,9 +11,10 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import OnTheFlyError
 
@@ -93,7 +94,7 @@ class Controller:
         self._pause_requested = False
         self._stop_requested = False
         self._extend_epochs = 0
-        self._commands: "queue.Queue[_Command]" = queue.Queue()
+        self._commands: queue.Queue[_Command] = queue.Queue()
         self._accepting = False
         self.training_thread: int | None = None
         self._listeners: list[Callable[[str], None]] = []
@@ -238,8 +239,9 @@ class Controller:
                     self._lock.wait(poll)
 
     # -- what the training thread does with the requests --------------------
-    def serve_boundary(self, *, on_pause: Callable[[str], None], hold: Callable[[], None] | None,
-                       heartbeat: float) -> bool:
+    def serve_boundary(
+        self, *, on_pause: Callable[[str], None], hold: Callable[[], None] | None, heartbeat: float
+    ) -> bool:
         """A batch boundary (training thread): run queued operations, hold while paused.
 
         ``on_pause("paused")`` and ``on_pause("running")`` are called around a
@@ -298,5 +300,6 @@ class Controller:
         try:
             return future.result(timeout=_OPERATION_TIMEOUT)
         except TimeoutError as exc:  # pragma: no cover - a step longer than the timeout
-            raise OnTheFlyError(f"{name} did not start within {_OPERATION_TIMEOUT:.0f} s: "
-                                "the current step is still running") from exc
+            raise OnTheFlyError(
+                f"{name} did not start within {_OPERATION_TIMEOUT:.0f} s: the current step is still running"
+            ) from exc

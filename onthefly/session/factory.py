@@ -11,7 +11,8 @@ from __future__ import annotations
 import copy
 import io
 import threading
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -60,15 +61,14 @@ def resolve_model_factory(model_factory: Any) -> Callable[[], nn.Module] | None:
         fn, args, kwargs = model_factory["factory"], model_factory.get("args", ()), model_factory.get("kwargs", {})
     elif isinstance(model_factory, (tuple, list)):
         if not 1 <= len(model_factory) <= 3:
-            raise ConfigError(
-                f"model_factory as a tuple is (callable, args, kwargs); got {len(model_factory)} items"
-            )
+            raise ConfigError(f"model_factory as a tuple is (callable, args, kwargs); got {len(model_factory)} items")
         fn = model_factory[0]
         args = model_factory[1] if len(model_factory) > 1 else ()
         kwargs = model_factory[2] if len(model_factory) > 2 else {}
     else:
         raise ConfigError(
-            f"model_factory must be a callable, a (callable, args, kwargs) tuple or a dict; got {type(model_factory).__name__}"
+            "model_factory must be a callable, a (callable, args, kwargs) tuple or a dict; "
+            f"got {type(model_factory).__name__}"
         )
     if not callable(fn):
         raise ConfigError(f"model_factory's factory must be callable, got {fn!r}")

@@ -156,8 +156,9 @@ class Holding:
         >>> rows = Holding(lambda held: [writer_log(*call) for call in merged(held)])  # doctest: +SKIP
     """
 
-    def __init__(self, hand_over: Callable[[list], None], *, steps: int = HOLD_STEPS,
-                 seconds: float = HOLD_SECONDS) -> None:
+    def __init__(
+        self, hand_over: Callable[[list], None], *, steps: int = HOLD_STEPS, seconds: float = HOLD_SECONDS
+    ) -> None:
         self._receive = hand_over
         self._steps = steps
         self._seconds = seconds

@@ -62,7 +62,14 @@ from torch.utils._pytree import tree_map
 from onthefly.errors import ConfigError
 from onthefly.session.batches import batch_size_of, describe_structure
 
-__all__ = ["LossResult", "PerSampleLoss", "class_index_kept", "per_sample_grad_norm", "per_sample_values", "tokens_per_sample"]
+__all__ = [
+    "LossResult",
+    "PerSampleLoss",
+    "class_index_kept",
+    "per_sample_grad_norm",
+    "per_sample_values",
+    "tokens_per_sample",
+]
 
 _REDUCTIONS = ("mean", "sum", "none", "batchmean")
 _CHECK_RTOL = 1e-4
@@ -108,9 +115,7 @@ class PerSampleLoss:
             )
         self.loss_fn = loss_fn
         self._lock = threading.Lock()
-        self._use_unreduced = (
-            isinstance(loss_fn, nn.Module) and getattr(loss_fn, "reduction", None) in _REDUCTIONS
-        )
+        self._use_unreduced = isinstance(loss_fn, nn.Module) and getattr(loss_fn, "reduction", None) in _REDUCTIONS
         self._vmap_failed = False
         self._method: str | None = None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -77,8 +77,10 @@ def gpu_probe(device: torch.device):
     try:
         import pynvml
     except ImportError:
-        _gpu_note('GPU metrics (gpu_mem_mb, gpu_util) are off: nvidia-ml-py is not installed; '
-                  'pip install "onthefly-ai[metrics]" to record them')
+        _gpu_note(
+            "GPU metrics (gpu_mem_mb, gpu_util) are off: nvidia-ml-py is not installed; "
+            'pip install "onthefly-ai[metrics]" to record them'
+        )
         return None
     try:
         pynvml.nvmlInit()

@@ -506,8 +506,9 @@ class ModelOutputLoss:
             per_sample = sequence_per_sample(logits, labels, problem_type=getattr(config, "problem_type", None))
             tokens = None
         else:
-            per_sample, tokens = token_per_sample(logits, labels, shift=self.task == "causal_lm",
-                                                  ignore_index=self.ignore_index)
+            per_sample, tokens = token_per_sample(
+                logits, labels, shift=self.task == "causal_lm", ignore_index=self.ignore_index
+            )
         self.tokens = tokens
         if model_loss is None:
             model_loss = self._reduced(logits, labels)
@@ -534,8 +535,9 @@ class ModelOutputLoss:
         else:
             mine = result.per_sample.mean()
         theirs = float(model_loss.detach().float())
-        if not torch.isclose(mine, torch.tensor(theirs, dtype=mine.dtype, device=mine.device),
-                             rtol=1e-4, atol=1e-6, equal_nan=True):
+        if not torch.isclose(
+            mine, torch.tensor(theirs, dtype=mine.dtype, device=mine.device), rtol=1e-4, atol=1e-6, equal_nan=True
+        ):
             raise ConfigError(
                 f"the per-sample losses computed from {type(_unwrapped(self.model)).__name__}'s logits "
                 f"({self.task}) average to {float(mine):.6g}, but the model's own loss is {theirs:.6g}: its loss "
@@ -566,8 +568,9 @@ def _token_losses(
     if shift:  # as ForCausalLMLoss: pad the labels by one ignored token, then drop the first
         labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
     batch, length = labels.shape
-    values = F.cross_entropy(logits.float().reshape(batch * length, -1), labels.reshape(-1),
-                             ignore_index=ignore_index, reduction="none").reshape(batch, length)
+    values = F.cross_entropy(
+        logits.float().reshape(batch * length, -1), labels.reshape(-1), ignore_index=ignore_index, reduction="none"
+    ).reshape(batch, length)
     return values, labels != ignore_index
 
 

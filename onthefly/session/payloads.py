@@ -25,10 +25,18 @@ def finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def status_payload(*, state: str, position: Position, session_id: str | None, run_id: str | None, project: str,
-                   checkpoint: str | None) -> dict[str, Any]:
+def status_payload(
+    *, state: str, position: Position, session_id: str | None, run_id: str | None, project: str, checkpoint: str | None
+) -> dict[str, Any]:
     """``{state, step, epoch, session, run, project, pid, max_epochs, checkpoint}``."""
     return {
-        "state": state, "step": position.step, "epoch": position.epoch, "session": session_id, "run": run_id,
-        "project": project, "pid": os.getpid(), "max_epochs": position.max_epochs, "checkpoint": checkpoint,
+        "state": state,
+        "step": position.step,
+        "epoch": position.epoch,
+        "session": session_id,
+        "run": run_id,
+        "project": project,
+        "pid": os.getpid(),
+        "max_epochs": position.max_epochs,
+        "checkpoint": checkpoint,
     }

@@ -99,8 +99,15 @@ class Ranks(Protocol):
     def split_batches(self, batches: Any, *, seed: int) -> None:
         """Make Lightning's tracked train loader iterate this rank's part of the data."""
 
-    def summarise_pass(self, sealed: concurrent.futures.Future, files: Any, key: PassKey, step: int,
-                       metrics: dict | None, done: Callable[[concurrent.futures.Future], None]) -> None:
+    def summarise_pass(
+        self,
+        sealed: concurrent.futures.Future,
+        files: Any,
+        key: PassKey,
+        step: int,
+        metrics: dict | None,
+        done: Callable[[concurrent.futures.Future], None],
+    ) -> None:
         """Once a train pass is sealed on every rank, ``done`` gets the summary of every rank's rows."""
 
 
@@ -161,8 +168,15 @@ class SingleProcess:
     def split_batches(self, batches: Any, *, seed: int) -> None:
         pass
 
-    def summarise_pass(self, sealed: concurrent.futures.Future, files: Any, key: PassKey, step: int,
-                       metrics: dict | None, done: Callable[[concurrent.futures.Future], None]) -> None:
+    def summarise_pass(
+        self,
+        sealed: concurrent.futures.Future,
+        files: Any,
+        key: PassKey,
+        step: int,
+        metrics: dict | None,
+        done: Callable[[concurrent.futures.Future], None],
+    ) -> None:
         sealed.add_done_callback(done)
 
 
@@ -191,8 +205,11 @@ class TorchRanks:
         files = open_session() if self.leader else None
         where = self._coll.broadcast_json({"dir": str(files.dir), "id": files.id} if self.leader else None)
         if files is None:
-            files = existing if existing is not None else dist.RankFiles(
-                Path(where["dir"]), session_id=where["id"], project=project, rank=self.rank)
+            files = (
+                existing
+                if existing is not None
+                else dist.RankFiles(Path(where["dir"]), session_id=where["id"], project=project, rank=self.rank)
+            )
         return files
 
     def from_leader(self, compute: Callable[[], Any]) -> Any:
@@ -280,8 +297,15 @@ class TorchRanks:
     def split_batches(self, batches: Any, *, seed: int) -> None:
         batches.distribute(rank=self.rank, world_size=self.world_size, seed=seed)
 
-    def summarise_pass(self, sealed: concurrent.futures.Future, files: Any, key: PassKey, step: int,
-                       metrics: dict | None, done: Callable[[concurrent.futures.Future], None]) -> None:
+    def summarise_pass(
+        self,
+        sealed: concurrent.futures.Future,
+        files: Any,
+        key: PassKey,
+        step: int,
+        metrics: dict | None,
+        done: Callable[[concurrent.futures.Future], None],
+    ) -> None:
         sealed.result()  # this rank's pass is sealed and listed
         self._coll.barrier()
         if self.leader:

@@ -40,13 +40,13 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import ConfigError
+from ..protocol import payloads
 from ..store.lifecycle import SessionFiles, StoreRoot
 from ..store.records import PassKey
 from .console import Console
 from .control import Controller
 from .handle import SessionHandle
 from .held import HeldBatch, Holding, merged
-from ..protocol import payloads
 from .payloads import status_payload
 from .ranks import CHECKPOINT, TEST, Ranks, SingleProcess
 from .resume import ensure_run
@@ -81,12 +81,20 @@ class Recorder:
         >>> run_id = recorder.open_run(name="hand-written")                   # doctest: +SKIP
     """
 
-    def __init__(self, project: str, *, run_name: str | None = None, home: str | os.PathLike[str] | None = None,
-                 dashboard_port: int | None = None, connect_dashboard: bool = True, progress: bool | None = None,
-                 position: Callable[[], Position] | None = None,
-                 test: Callable[[str], dict[str, Any]] | None = None,
-                 checkpoint: Callable[[str], dict[str, Any]] | None = None,
-                 on_rows: Callable[[str, Any], None] | None = None) -> None:
+    def __init__(
+        self,
+        project: str,
+        *,
+        run_name: str | None = None,
+        home: str | os.PathLike[str] | None = None,
+        dashboard_port: int | None = None,
+        connect_dashboard: bool = True,
+        progress: bool | None = None,
+        position: Callable[[], Position] | None = None,
+        test: Callable[[str], dict[str, Any]] | None = None,
+        checkpoint: Callable[[str], dict[str, Any]] | None = None,
+        on_rows: Callable[[str, Any], None] | None = None,
+    ) -> None:
         self.project = project
         self.run_name = run_name or "run"
         self.store = StoreRoot(home)
@@ -119,8 +127,20 @@ class Recorder:
 
     # ddp_spawn sends the trainer, and so its callback and recorder, to each new process: what belongs
     # to this process (files, link, threads, locks) stays here and is made anew there.
-    _PROCESS_LOCAL = ("_files", "_link", "control", "_model_lock", "console", "session", "_rows", "_holdings",
-                      "_batch_rows", "ranks", "_lead", "_serve_command")
+    _PROCESS_LOCAL = (
+        "_files",
+        "_link",
+        "control",
+        "_model_lock",
+        "console",
+        "session",
+        "_rows",
+        "_holdings",
+        "_batch_rows",
+        "ranks",
+        "_lead",
+        "_serve_command",
+    )
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(vars(self))
@@ -202,9 +222,16 @@ class Recorder:
         self._holdings.append(holding)
 
     # -- a run ---------------------------------------------------------------------------
-    def open_run(self, *, name: str | None = None, kind: str = "base", parents: tuple = (),
-                 config: dict[str, Any] | None = None, hparams: dict[str, Any] | None = None,
-                 resume: Any = None) -> str:
+    def open_run(
+        self,
+        *,
+        name: str | None = None,
+        kind: str = "base",
+        parents: tuple = (),
+        config: dict[str, Any] | None = None,
+        hparams: dict[str, Any] | None = None,
+        resume: Any = None,
+    ) -> str:
         """Open a run in the session (every rank records the same run) and tell the dashboard.
 
         Args:
@@ -220,8 +247,9 @@ class Recorder:
         """
         name = name or self.run_name
         opened = self._files
-        files = self._files = self.ranks.open_files(lambda: opened if opened is not None else self._open_session(),
-                                                    existing=opened, project=self.project)
+        files = self._files = self.ranks.open_files(
+            lambda: opened if opened is not None else self._open_session(), existing=opened, project=self.project
+        )
         if opened is None and not self.ranks.leader:
             atexit.register(self.close)
 
@@ -251,8 +279,12 @@ class Recorder:
             self.session,
             port=self._dashboard_port,
             client_info={
-                "version": __version__, "pid": os.getpid(), "session": self.files().id,
-                "project": self.project, "run": self.run_id, "host": socket.gethostname(),
+                "version": __version__,
+                "pid": os.getpid(),
+                "session": self.files().id,
+                "project": self.project,
+                "run": self.run_id,
+                "host": socket.gethostname(),
             },
         )
         self._link.start()
@@ -260,8 +292,9 @@ class Recorder:
     @property
     def connected(self) -> bool:
         """Whether rank 0's dashboard link is connected (the same answer on every rank: one message)."""
-        return bool(self.ranks.float_from_leader(
-            lambda: 1.0 if self._link is not None and self._link.connected else 0.0))
+        return bool(
+            self.ranks.float_from_leader(lambda: 1.0 if self._link is not None and self._link.connected else 0.0)
+        )
 
     # -- the training thread ---------------------------------------------------------------
     def begin(self) -> None:
@@ -350,12 +383,24 @@ class Recorder:
         return self.ranks.records(what)
 
     # -- rows --------------------------------------------------------------------------------
-    def record_batch(self, split: str, epoch: int, step: int, ids: Any, loss: Any, output: Any = None,
-                     target: Any = None, *, keep: int | None = None, defer: bool = True,
-                     fields: dict[str, Any] | None = None) -> None:
+    def record_batch(
+        self,
+        split: str,
+        epoch: int,
+        step: int,
+        ids: Any,
+        loss: Any,
+        output: Any = None,
+        target: Any = None,
+        *,
+        keep: int | None = None,
+        defer: bool = True,
+        fields: dict[str, Any] | None = None,
+    ) -> None:
         """Hold one batch's per-sample rows for the writer (see :class:`~onthefly.session.rows.BatchRows`)."""
-        held = self._batch_rows.held(self.run_id, split, epoch, step, ids, loss, output, target, keep=keep,
-                                     defer=defer, fields=fields)
+        held = self._batch_rows.held(
+            self.run_id, split, epoch, step, ids, loss, output, target, keep=keep, defer=defer, fields=fields
+        )
         if held is not None:
             self._rows.add(held)
 
@@ -401,8 +446,9 @@ class Recorder:
         self.hand_over()
         sealed = self.files().writer.end_pass(self.run_id, split, epoch, step, metrics=metrics)
         if split == "train":
-            self.ranks.summarise_pass(sealed, self._files, PassKey(self.run_id, split, int(epoch)), step, metrics,
-                                      self._summary_done)
+            self.ranks.summarise_pass(
+                sealed, self._files, PassKey(self.run_id, split, int(epoch)), step, metrics, self._summary_done
+            )
         else:
             sealed.add_done_callback(self._summary_done)
 
@@ -533,9 +579,11 @@ class Recorder:
             return
         interrupted = isinstance(exc, KeyboardInterrupt)
         try:
-            self.log("warning" if interrupted else "error",
-                     f"training {'interrupted' if interrupted else 'failed'}: {exc}",
-                     kind="interrupt" if interrupted else "error")
+            self.log(
+                "warning" if interrupted else "error",
+                f"training {'interrupted' if interrupted else 'failed'}: {exc}",
+                kind="interrupt" if interrupted else "error",
+            )
             self._files.catalog.set_run_status(self.run_id, "stopped" if interrupted else "failed", ended=True)
             self.control.set_state("finished")
             self._notify("error", {"message": str(exc), "type": type(exc).__name__})
@@ -552,15 +600,31 @@ class Recorder:
 
     def _record_pause(self, status: str) -> None:
         self._files.catalog.set_run_status(self.run_id, status)
-        self.log("info", f"training {'paused' if status == 'paused' else 'resumed'} at step {self.position().step}",
-                 kind="pause" if status == "paused" else "resume")
+        self.log(
+            "info",
+            f"training {'paused' if status == 'paused' else 'resumed'} at step {self.position().step}",
+            kind="pause" if status == "paused" else "resume",
+        )
 
     def _record_test(self, split: str, result: dict[str, Any]) -> dict[str, Any]:
         pos = self.position()
-        payload = payloads.test_result(run=self.run_id, split=split, step=pos.step, epoch=pos.epoch,
-                                       loss=result["loss"], metrics=result["metrics"], count=result["count"])
-        self._files.catalog.add_test(run_id=self.run_id, step=pos.step, epoch=pos.epoch, split=split,
-                                     loss=payload["loss"], metrics=result["metrics"])
+        payload = payloads.test_result(
+            run=self.run_id,
+            split=split,
+            step=pos.step,
+            epoch=pos.epoch,
+            loss=result["loss"],
+            metrics=result["metrics"],
+            count=result["count"],
+        )
+        self._files.catalog.add_test(
+            run_id=self.run_id,
+            step=pos.step,
+            epoch=pos.epoch,
+            split=split,
+            loss=payload["loss"],
+            metrics=result["metrics"],
+        )
         self._notify("test", payload)
         shown = "".join(f" · {k} {v:.4f}" for k, v in result["metrics"].items() if isinstance(v, float))
         loss = payload["loss"]
@@ -570,9 +634,14 @@ class Recorder:
     def status(self) -> dict[str, Any]:
         """``{state, step, epoch, session, run, project, pid, max_epochs, checkpoint}``."""
         files = self._files
-        return status_payload(state=self.control.state, position=self.position(),
-                              session_id=files.id if files else None, run_id=self.run_id, project=self.project,
-                              checkpoint=self.last_checkpoint)
+        return status_payload(
+            state=self.control.state,
+            position=self.position(),
+            session_id=files.id if files else None,
+            run_id=self.run_id,
+            project=self.project,
+            checkpoint=self.last_checkpoint,
+        )
 
     def runs(self) -> list[dict[str, Any]]:
         """Every run of the session, as the dashboard shows them."""
@@ -596,14 +665,15 @@ class Recorder:
         if self._link is not None:
             self._link.notify(method, params)
 
-    def log(self, level: str, message: str, *, kind: str = "log", data: dict | None = None,
-            step: int | None = None) -> None:
+    def log(
+        self, level: str, message: str, *, kind: str = "log", data: dict | None = None, step: int | None = None
+    ) -> None:
         """An event of the run: stored, sent to the dashboard, printed when it is a warning or an error."""
         step = self.position().step if step is None else step
         if self._files is not None:
-            self._files.catalog.add_event(level=level, kind=kind, message=message, run_id=self.run_id,
-                                          step=step, data=data)
+            self._files.catalog.add_event(
+                level=level, kind=kind, message=message, run_id=self.run_id, step=step, data=data
+            )
         self._notify("log", {"level": level, "kind": kind, "message": message, "step": step})
         if level in ("warning", "error"):
             self.console.warn(message, level=level)
-

@@ -171,5 +171,10 @@ def apply_checkpoint(data: CheckpointData, *, model: torch.nn.Module, optimizer,
 def ensure_run(catalog: Catalog, run: dict[str, Any]) -> None:
     """Copy the resumed-from run's record (``ResumePoint.run``) into a session's catalog, so lineage resolves there."""
     if run["id"] not in {r.id for r in catalog.runs()}:
-        catalog.add_run(run_id=run["id"], name=run.get("name") or "run", kind="imported",
-                        status=run.get("status") or "finished", config=run.get("config"))
+        catalog.add_run(
+            run_id=run["id"],
+            name=run.get("name") or "run",
+            kind="imported",
+            status=run.get("status") or "finished",
+            config=run.get("config"),
+        )

@@ -33,9 +33,21 @@ class BatchRows:
     def reset(self) -> None:
         self.kind, self._known = None, False
 
-    def held(self, run_id: str, split: str, epoch: int, step: int, ids: np.ndarray, loss: torch.Tensor,
-             output: Any = None, target: Any = None, *, keep: int | None = None, defer: bool = True,
-             fields: dict[str, np.ndarray] | None = None) -> HeldBatch | None:
+    def held(
+        self,
+        run_id: str,
+        split: str,
+        epoch: int,
+        step: int,
+        ids: np.ndarray,
+        loss: torch.Tensor,
+        output: Any = None,
+        target: Any = None,
+        *,
+        keep: int | None = None,
+        defer: bool = True,
+        fields: dict[str, np.ndarray] | None = None,
+    ) -> HeldBatch | None:
         """The batch's rows, or None when none of its samples is recorded.
 
         Args:

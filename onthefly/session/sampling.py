@@ -281,8 +281,9 @@ class TrackedLoader:
             # restored from its state, the loader is past the batches already trained; dropped batches count as read
             restored, self._restored = self._restored, 0
             self._cursor = StreamCursor(batches=restored)
-            yield from iterate_stream(self._loader, skip=skip, start=start, sample_ids=self._sample_ids_fn,
-                                      cursor=self._cursor)
+            yield from iterate_stream(
+                self._loader, skip=skip, start=start, sample_ids=self._sample_ids_fn, cursor=self._cursor
+            )
             return
         self._pending.clear()
         self._batch_sampler.skip = skip

@@ -58,17 +58,33 @@ def written_in_background(reason: str) -> bool:
     return reason == "epoch"
 
 
-def checkpoint_parts(state: TrainingState, *, rng: dict, session_id: str, run: dict[str, Any],
-                     version: str) -> dict[str, Any]:
+def checkpoint_parts(
+    state: TrainingState, *, rng: dict, session_id: str, run: dict[str, Any], version: str
+) -> dict[str, Any]:
     """What a checkpoint of ``run`` (``{id, name, kind, config}``) is saved with: the loop's state,
     the RNG, and the run's record beside them (so a resume elsewhere knows where it came from).
 
     Returns:
         The keyword arguments of ``CheckpointStore.save`` (all but ``reason``).
     """
-    extra = {**(state.extra or {}), "session_id": session_id, "step": state.step, "epoch": state.epoch,
-             "run": {"id": run["id"], "name": run["name"], "kind": run["kind"], "status": "running"},
-             "config": run.get("config"), "version": version}
-    return {"run_id": run["id"], "step": state.step, "epoch": state.epoch, "model": state.model,
-            "optimizer": state.optimizer, "scheduler": state.scheduler, "scaler": state.scaler, "rng": rng,
-            "sampler": state.sampler, "extra": extra}
+    extra = {
+        **(state.extra or {}),
+        "session_id": session_id,
+        "step": state.step,
+        "epoch": state.epoch,
+        "run": {"id": run["id"], "name": run["name"], "kind": run["kind"], "status": "running"},
+        "config": run.get("config"),
+        "version": version,
+    }
+    return {
+        "run_id": run["id"],
+        "step": state.step,
+        "epoch": state.epoch,
+        "model": state.model,
+        "optimizer": state.optimizer,
+        "scheduler": state.scheduler,
+        "scaler": state.scaler,
+        "rng": rng,
+        "sampler": state.sampler,
+        "extra": extra,
+    }

@@ -50,8 +50,8 @@ import torch
 from torch.utils.data import IterableDataset
 
 from onthefly.errors import ConfigError
-from onthefly.store.checkpoints.tree import flatten
 from onthefly.session.batches import batch_size_of
+from onthefly.store.checkpoints.tree import flatten
 
 __all__ = [
     "ID_KEYS",
@@ -320,17 +320,24 @@ def plan_resume(loader: Any, saved: Mapping[str, Any] | None, *, batches_seen: i
             ) from exc
         message = None
         if batches_seen:
-            message = (f"resuming the stream at batch {batches_seen} of the epoch from {type(loader).__name__}'s "
-                       "saved state (no batch is read twice)")
+            message = (
+                f"resuming the stream at batch {batches_seen} of the epoch from {type(loader).__name__}'s "
+                "saved state (no batch is read twice)"
+            )
         return StreamResume(restored=True, skip=0, start=int(samples), message=message)
     if not batches_seen:
         return StreamResume(restored=False, skip=0, start=None, message=None)
     why = saved.get("note") if saved else None
     if why is None:
-        why = ("the loader has no state_dict/load_state_dict" if not is_stateful(loader)
-               else "the checkpoint holds no state of this loader")
-    message = (f"resuming the stream by reading and dropping the {batches_seen} batches of the epoch already "
-               f"trained ({why}; a torchdata StatefulDataLoader resumes without re-reading)")
+        why = (
+            "the loader has no state_dict/load_state_dict"
+            if not is_stateful(loader)
+            else "the checkpoint holds no state of this loader"
+        )
+    message = (
+        f"resuming the stream by reading and dropping the {batches_seen} batches of the epoch already "
+        f"trained ({why}; a torchdata StatefulDataLoader resumes without re-reading)"
+    )
     return StreamResume(restored=False, skip=batches_seen, start=None, message=message)
 
 
@@ -385,4 +392,3 @@ def _describe_ids(value: Any) -> str:
     if isinstance(value, np.ndarray):
         return f"a {value.dtype} array of shape {value.shape}"
     return f"a {type(value).__name__}"
-

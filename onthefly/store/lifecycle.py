@@ -43,7 +43,6 @@ SESSION_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 """``YYYYmmdd-HHMMSS-xxxxxx``: UTC creation time and 6 random hex digits."""
 
 
-
 def new_session_id() -> str:
     """A fresh session id; ids sort by creation time (to the second).
 
@@ -54,9 +53,7 @@ def new_session_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
-def removable(
-    name: str, *, has_marker: bool, live: bool, pinned: bool, keep: Collection[str]
-) -> tuple[bool, str]:
+def removable(name: str, *, has_marker: bool, live: bool, pinned: bool, keep: Collection[str]) -> tuple[bool, str]:
     """Whether the clean-up may remove the entry ``sessions/<name>``, and why.
 
     Args:
@@ -94,8 +91,7 @@ def _new_lock(path: Path) -> FileLock:
 
 def _live_error(session_id: str, folder: Path) -> StoreError:
     return StoreError(
-        f"session {session_id} is live (a process holds {folder / LOCK}): stop its process "
-        "first, then remove it"
+        f"session {session_id} is live (a process holds {folder / LOCK}): stop its process first, then remove it"
     )
 
 
@@ -248,8 +244,7 @@ class StoreRoot:
             existing = [entry.name for entry in self._session_folders()]
             shown = ", ".join(existing[:20]) if existing else "none"
             raise MissingFileError(
-                f"no session {session_id!r} in {self.sessions_dir}; existing sessions: {shown}: "
-                "pass one of these ids"
+                f"no session {session_id!r} in {self.sessions_dir}; existing sessions: {shown}: pass one of these ids"
             )
         return folder
 
@@ -259,11 +254,7 @@ class StoreRoot:
             entries = list(os.scandir(self.sessions_dir))
         except FileNotFoundError:
             return []
-        folders = [
-            Path(e.path)
-            for e in entries
-            if e.name not in {".", ".."} and (Path(e.path) / MARKER).is_file()
-        ]
+        folders = [Path(e.path) for e in entries if e.name not in {".", ".."} and (Path(e.path) / MARKER).is_file()]
         return sorted(folders, key=lambda p: p.name, reverse=True)
 
     def list_sessions(self) -> list[SessionListing]:
@@ -303,9 +294,15 @@ class StoreRoot:
             except (OnTheFlyError, OSError) as exc:
                 error = str(exc)
         return SessionListing(
-            id=folder.name, dir=folder, created_at=float(created), live=self.is_live(folder.name),
-            pinned=self.is_pinned(folder.name), project=project, runs=runs, error=error,
-        )  # fmt: skip
+            id=folder.name,
+            dir=folder,
+            created_at=float(created),
+            live=self.is_live(folder.name),
+            pinned=self.is_pinned(folder.name),
+            project=project,
+            runs=runs,
+            error=error,
+        )
 
     def newest(self) -> SessionListing | None:
         """The newest session, or None when there is none."""

@@ -63,9 +63,15 @@ class RunInfo:
 
     def summary(self) -> dict[str, Any]:
         """The run as the link, the CLI and bundle manifests show it (JSON-ready, no config)."""
-        return {"id": self.id, "name": self.name, "kind": self.kind, "status": self.status,
-                "created_at": self.created_at, "ended_at": self.ended_at,
-                "parents": [{"id": parent, "role": role} for parent, role in self.parents]}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind,
+            "status": self.status,
+            "created_at": self.created_at,
+            "ended_at": self.ended_at,
+            "parents": [{"id": parent, "role": role} for parent, role in self.parents],
+        }
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from ..session.batches import call_model
 
 __all__ = ["check_inputs", "first_forward", "describe", "resolve_device", "amp_mode", "hparams_of"]
 
+
 def check_inputs(model, optimizer, loss_fn, train_loader) -> None:
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -74,7 +75,9 @@ def amp_mode(amp: Any, device: torch.device) -> tuple[bool, torch.dtype | None]:
     if amp == "bf16":
         return True, torch.bfloat16
     if device.type != "cuda":
-        raise ConfigError(f"amp={amp!r} (float16 with a GradScaler) needs a CUDA device; use amp='bf16' or 'auto' on {device}")
+        raise ConfigError(
+            f"amp={amp!r} (float16 with a GradScaler) needs a CUDA device; use amp='bf16' or 'auto' on {device}"
+        )
     return True, torch.float16
 
 

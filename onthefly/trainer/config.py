@@ -69,6 +69,9 @@ def _problems(c: TrainerConfig):
     if c.scheduler_interval not in _INTERVALS:
         yield f"scheduler_interval must be 'epoch' or 'step', got {c.scheduler_interval!r}"
     if not isinstance(c.checkpoint_every_n_epochs, int) or c.checkpoint_every_n_epochs < 0:
-        yield f"checkpoint_every_n_epochs must be an integer >= 0 (0: only the final checkpoint), got {c.checkpoint_every_n_epochs!r}"
+        yield (
+            "checkpoint_every_n_epochs must be an integer >= 0 (0: only the final checkpoint), "
+            f"got {c.checkpoint_every_n_epochs!r}"
+        )
     if not isinstance(c.nonfinite_patience, int) or c.nonfinite_patience < 1:
         yield f"nonfinite_patience must be an integer >= 1, got {c.nonfinite_patience!r}"

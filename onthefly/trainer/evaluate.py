@@ -7,8 +7,9 @@ random number generator (so a mid-run test leaves training bitwise unchanged).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

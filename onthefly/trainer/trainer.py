@@ -136,18 +136,35 @@ class Trainer:
         nonfinite_patience: int = 5,
     ) -> None:
         self.config = TrainerConfig(
-            project=project, run_name=run_name, max_epochs=max_epochs, max_steps=max_steps,
-            do_test_after=do_test_after, val_every_n_epochs=val_every_n_epochs, seed=seed, amp=amp,
-            grad_clip_norm=grad_clip_norm, accumulate_grad_batches=accumulate_grad_batches,
-            dashboard_port=dashboard_port, home=None if home is None else os.fspath(home),
-            scheduler_interval=scheduler_interval, checkpoint_every_n_epochs=checkpoint_every_n_epochs,
-            per_sample_grad_norm=per_sample_grad_norm, connect_dashboard=connect_dashboard,
-            progress=progress, nonfinite_patience=nonfinite_patience,
+            project=project,
+            run_name=run_name,
+            max_epochs=max_epochs,
+            max_steps=max_steps,
+            do_test_after=do_test_after,
+            val_every_n_epochs=val_every_n_epochs,
+            seed=seed,
+            amp=amp,
+            grad_clip_norm=grad_clip_norm,
+            accumulate_grad_batches=accumulate_grad_batches,
+            dashboard_port=dashboard_port,
+            home=None if home is None else os.fspath(home),
+            scheduler_interval=scheduler_interval,
+            checkpoint_every_n_epochs=checkpoint_every_n_epochs,
+            per_sample_grad_norm=per_sample_grad_norm,
+            connect_dashboard=connect_dashboard,
+            progress=progress,
+            nonfinite_patience=nonfinite_patience,
         )
         self.recorder = Recorder(
-            project, run_name=run_name, home=self.config.home, dashboard_port=dashboard_port,
-            connect_dashboard=connect_dashboard, progress=progress,
-            position=self._position, test=self._run_test, checkpoint=self._save_checkpoint,
+            project,
+            run_name=run_name,
+            home=self.config.home,
+            dashboard_port=dashboard_port,
+            connect_dashboard=connect_dashboard,
+            progress=progress,
+            position=self._position,
+            test=self._run_test,
+            checkpoint=self._save_checkpoint,
         )
         self.session = self.recorder.session
         self._fit: _Fit | None = None
@@ -186,8 +203,9 @@ class Trainer:
         resume = locate_checkpoint(resume_from, store=recorder.store) if resume_from is not None else None
         recorder.ranks.barrier()  # every rank has read the checkpoint before rank 0 opens a session
         with recorder.model_held():
-            self._fit = self._prepare(model, optimizer, loss_fn, train_loader, val_loader, test_loader,
-                                      scheduler, device, resume)
+            self._fit = self._prepare(
+                model, optimizer, loss_fn, train_loader, val_loader, test_loader, scheduler, device, resume
+            )
             try:
                 with recorder.training():
                     recorder.connect()
@@ -222,16 +240,27 @@ class Trainer:
         scaler = torch.amp.GradScaler(device.type) if use_amp and amp_dtype == torch.float16 else None
         autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if use_amp else nullcontext
 
-        run_id = recorder.open_run(name=cfg.run_name or "run", kind="base", config=cfg.as_dict(),
-                                   hparams=hparams_of(optimizer, train_loader), resume=resume)
+        run_id = recorder.open_run(
+            name=cfg.run_name or "run",
+            kind="base",
+            config=cfg.as_dict(),
+            hparams=hparams_of(optimizer, train_loader),
+            resume=resume,
+        )
         train_loader = ranks.split_loader(train_loader, seed=cfg.seed)
         fit = _Fit(
-            model=model, optimizer=optimizer, loss=PerSampleLoss(loss_fn),
+            model=model,
+            optimizer=optimizer,
+            loss=PerSampleLoss(loss_fn),
             train=TrackedLoader(train_loader, seed=cfg.seed),
             val=TrackedLoader(val_loader, seed=cfg.seed) if val_loader is not None else None,
             test=TrackedLoader(test_loader, seed=cfg.seed) if test_loader is not None else None,
-            scheduler=scheduler, scaler=scaler, device=device, autocast=autocast,
-            run_id=run_id, max_epochs=cfg.max_epochs,
+            scheduler=scheduler,
+            scaler=scaler,
+            device=device,
+            autocast=autocast,
+            run_id=run_id,
+            max_epochs=cfg.max_epochs,
         )
         seed_everything(cfg.seed)
         if resume is not None:
@@ -359,8 +388,18 @@ class Trainer:
                 fields = {"grad_norm": per_sample_grad_norm(fit.module, fit.loss.loss_fn, inputs, target).cpu().numpy()}
             keep = unpadded(len(sample_ids), seen=fit.seen, recorded=fit.recorded)
             fit.seen += len(sample_ids)
-            recorder.record_batch("train", fit.epoch, step_number, sample_ids, result.per_sample, output, target,
-                                  keep=keep, defer=not cfg.per_sample_grad_norm, fields=fields)
+            recorder.record_batch(
+                "train",
+                fit.epoch,
+                step_number,
+                sample_ids,
+                result.per_sample,
+                output,
+                target,
+                keep=keep,
+                defer=not cfg.per_sample_grad_norm,
+                fields=fields,
+            )
             meter.compute_end(len(sample_ids))
         if took == 0:
             return False
@@ -372,8 +411,15 @@ class Trainer:
         fit.step = step_number
         fit.last_loss = sum(losses) / len(losses)
         self._step_scheduler(fit, interval="step", val_loss=None)
-        recorder.record_step(meter.row(step=fit.step, epoch=fit.epoch, loss=fit.last_loss,
-                                       lr=fit.optimizer.param_groups[0].get("lr"), grad_norm=grad_norm))
+        recorder.record_step(
+            meter.row(
+                step=fit.step,
+                epoch=fit.epoch,
+                loss=fit.last_loss,
+                lr=fit.optimizer.param_groups[0].get("lr"),
+                grad_norm=grad_norm,
+            )
+        )
         return True
 
     def _optimizer_step(self, fit: _Fit, *, skip: bool) -> float | None:
@@ -404,18 +450,29 @@ class Trainer:
         recorder = self.recorder
         fit.nonfinite_streak += 1
         what = "loss" if sample_ids else f"gradient norm ({grad_norm})"
-        recorder.log("warning", f"non-finite {what} at step {step}: step skipped, model unchanged",
-                     kind="nonfinite", step=step, data={"sample_ids": sample_ids[:1000]})
-        action = nonfinite_action(consecutive=fit.nonfinite_streak, patience=self.config.nonfinite_patience,
-                                  dashboard_connected=recorder.connected)  # rank 0's link decides for every rank
+        recorder.log(
+            "warning",
+            f"non-finite {what} at step {step}: step skipped, model unchanged",
+            kind="nonfinite",
+            step=step,
+            data={"sample_ids": sample_ids[:1000]},
+        )
+        action = nonfinite_action(
+            consecutive=fit.nonfinite_streak,
+            patience=self.config.nonfinite_patience,
+            dashboard_connected=recorder.connected,
+        )  # rank 0's link decides for every rank
         if action == "raise":
             raise TrainingError(
-                f"{fit.nonfinite_streak} steps in a row had a non-finite {what} (last at step {step}, epoch {fit.epoch}, "
+                f"{fit.nonfinite_streak} steps in a row had a non-finite {what} "
+                f"(last at step {step}, epoch {fit.epoch}, "
                 f"samples {sample_ids[:20]}{' …' if len(sample_ids) > 20 else ''}): check those samples and the "
                 "learning rate, or lower it / set grad_clip_norm"
             )
         if action == "pause":
-            recorder.log("error", f"{fit.nonfinite_streak} non-finite steps in a row: training paused", kind="nonfinite")
+            recorder.log(
+                "error", f"{fit.nonfinite_streak} non-finite steps in a row: training paused", kind="nonfinite"
+            )
             fit.nonfinite_streak = 0
             recorder.control.request_pause()
 
@@ -439,8 +496,15 @@ class Trainer:
         def log_rows(sample_ids, loss, **fields):
             recorder.write_rows(split, fit.epoch, fit.step, sample_ids, loss, **fields)
 
-        result = evaluate(fit.module, loader, fit.loss, device=fit.device, log_rows=log_rows, autocast=fit.autocast,
-                          should_abort=lambda: recorder.control.stop_requested)
+        result = evaluate(
+            fit.module,
+            loader,
+            fit.loss,
+            device=fit.device,
+            log_rows=log_rows,
+            autocast=fit.autocast,
+            should_abort=lambda: recorder.control.stop_requested,
+        )
         recorder.end_pass(split, fit.epoch, fit.step, metrics=result["metrics"])
         return result
 
@@ -454,13 +518,24 @@ class Trainer:
         fit = self._fit
         if fit is None:
             raise ConfigError("checkpoint() needs a model: call trainer.fit(...) first")
-        return self.recorder.checkpoint(reason, lambda: TrainingState(
-            step=fit.step, epoch=fit.epoch, model=fit.module.state_dict(), optimizer=fit.optimizer.state_dict(),
-            scheduler=fit.scheduler.state_dict() if fit.scheduler is not None else None,
-            scaler=fit.scaler.state_dict() if fit.scaler is not None else None,
-            sampler={"epoch": fit.epoch, "batch": fit.batch_in_epoch, "step": fit.step,
-                     "seed": self.config.seed, "nonfinite_streak": fit.nonfinite_streak},
-        ))
+        return self.recorder.checkpoint(
+            reason,
+            lambda: TrainingState(
+                step=fit.step,
+                epoch=fit.epoch,
+                model=fit.module.state_dict(),
+                optimizer=fit.optimizer.state_dict(),
+                scheduler=fit.scheduler.state_dict() if fit.scheduler is not None else None,
+                scaler=fit.scaler.state_dict() if fit.scaler is not None else None,
+                sampler={
+                    "epoch": fit.epoch,
+                    "batch": fit.batch_in_epoch,
+                    "step": fit.step,
+                    "seed": self.config.seed,
+                    "nonfinite_streak": fit.nonfinite_streak,
+                },
+            ),
+        )
 
     def _position(self) -> Position:
         fit = self._fit

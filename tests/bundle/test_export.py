@@ -39,14 +39,16 @@ def fill_session(store: StoreRoot, *, project: str = "bundles", epochs: int = 2,
         for epoch in range(epochs):
             ids = np.arange(rows)
             losses = rng.gamma(2.0, 0.5, rows).astype(np.float32)
-            writer.log_samples(run.id, "train", epoch, epoch * 10 + 1, ids, losses,
-                               label=ids % 3, pred=(ids + epoch) % 3)  # fmt: skip
+            writer.log_samples(
+                run.id, "train", epoch, epoch * 10 + 1, ids, losses, label=ids % 3, pred=(ids + epoch) % 3
+            )
             writer.log_steps(run.id, {"step": [epoch * 10 + 1], "loss": [float(losses.mean())]})
             writer.end_pass(run.id, "train", epoch, epoch * 10 + 1).result()
             model = {"w": torch.full((8, 8), float(epoch)), "b": torch.zeros(8)}
             optimizer = {"state": {}, "param_groups": [{"lr": 0.1, "params": [0, 1]}]}
-            session.checkpoints.save(run_id=run.id, step=epoch * 10 + 1, epoch=epoch + 1, reason="epoch",
-                                     model=model, optimizer=optimizer)  # fmt: skip
+            session.checkpoints.save(
+                run_id=run.id, step=epoch * 10 + 1, epoch=epoch + 1, reason="epoch", model=model, optimizer=optimizer
+            )
         session.catalog.set_run_status(run.id, "finished", ended=True)
         session_id = session.id
     return session_id
@@ -229,8 +231,14 @@ def test_export_while_training_gives_a_consistent_bundle(tmp_path, monkeypatch):
 
     worker = threading.Thread(target=export_mid_run)
     worker.start()
-    trainer.fit(model=model, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), train_loader=train_loader,
-                val_loader=val_loader, scheduler=scheduler)  # fmt: skip
+    trainer.fit(
+        model=model,
+        optimizer=optimizer,
+        loss_fn=nn.CrossEntropyLoss(),
+        train_loader=train_loader,
+        val_loader=val_loader,
+        scheduler=scheduler,
+    )
     worker.join(60)
     trainer.close()
     assert "error" not in results, results.get("error")

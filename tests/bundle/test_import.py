@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from onthefly.errors import BundleError, ConfigError
+from onthefly.store.bundle.checks import Limits
 from onthefly.store.bundle.export import export_session
 from onthefly.store.bundle.import_ import import_bundle, read_manifest
-from onthefly.store.bundle.checks import Limits
 from onthefly.store.catalog.catalog import Catalog
 from onthefly.store.lifecycle import StoreRoot
 from onthefly.store.read.query import connect
@@ -75,8 +75,14 @@ def rewrite(
     added_names = [info.filename if isinstance(info, zipfile.ZipInfo) else info for info, _ in add]
     if list_added:
         for (_, payload), name in zip(add, added_names):
-            doc["files"].append({"path": name, "kind": name.split("/")[0], "bytes": len(payload),
-                                 "sha256": hashlib.sha256(payload).hexdigest()})  # fmt: skip
+            doc["files"].append(
+                {
+                    "path": name,
+                    "kind": name.split("/")[0],
+                    "bytes": len(payload),
+                    "sha256": hashlib.sha256(payload).hexdigest(),
+                }
+            )
     if manifest is not None:
         manifest(doc)
     with zipfile.ZipFile(out, "w") as zf:
@@ -342,8 +348,9 @@ def test_a_run_whose_data_another_session_holds_keeps_one_copy(good, target, tmp
         con.execute("UPDATE sessions SET id = ?", (other_id,))
         con.execute("UPDATE runs SET session_id = ?", (other_id,))
     con.close()
-    copy = rewrite(good, tmp_path / "copy.zip", replace={"catalog.sqlite": (tmp_path / "c.sqlite").read_bytes()},
-                   manifest=retag)  # fmt: skip
+    copy = rewrite(
+        good, tmp_path / "copy.zip", replace={"catalog.sqlite": (tmp_path / "c.sqlite").read_bytes()}, manifest=retag
+    )
     entry = import_bundle(copy, store=target)
     assert entry.id == other_id and [run.id for run in entry.runs] == [run_id]
     with Catalog.open(entry.dir / "catalog.sqlite", readonly=True) as catalog:

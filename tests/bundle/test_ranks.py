@@ -49,6 +49,7 @@ def test_every_rank_travels_and_reads_back(two_ranks, tmp_path):
 def test_rank_files_without_their_catalog_are_refused(two_ranks, tmp_path):
     bundle, _ = two_ranks
     target = StoreRoot(tmp_path / "target")
+
     def unlist(doc: dict) -> None:
         doc["files"] = [f for f in doc["files"] if f["path"] != "ranks/1/catalog.sqlite"]
 

@@ -13,12 +13,12 @@ from torch import nn
 
 from onthefly import Trainer
 from onthefly.errors import ConfigError
+from onthefly.session.resume import bundle_reference, locate_checkpoint
 from onthefly.store.bundle.import_ import import_bundle, read_manifest
 from onthefly.store.catalog.catalog import Catalog
 from onthefly.store.lifecycle import StoreRoot
 from onthefly.store.read.query import sql
 from onthefly.store.read.reports import report
-from onthefly.session.resume import bundle_reference, locate_checkpoint
 from tests.trainer.fixtures import assert_bitwise_equal, build, loaders
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -34,8 +34,9 @@ def child_env(tmp_path: Path, home: Path) -> dict[str, str]:
 
 
 def run_child(tmp_path: Path, home: Path, *args: str) -> str:
-    out = subprocess.run([sys.executable, str(CHILD), *args], capture_output=True, text=True, timeout=240,
-                         env=child_env(tmp_path, home))  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(CHILD), *args], capture_output=True, text=True, timeout=240, env=child_env(tmp_path, home)
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
 
@@ -47,8 +48,14 @@ def train_two_epochs_and_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     model, optimizer, scheduler = build()
     train, val, _ = loaders()
     trainer = Trainer(project="resume", max_epochs=2, val_every_n_epochs=1, connect_dashboard=False, progress=False)
-    trainer.fit(model=model, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), train_loader=train,
-                val_loader=val, scheduler=scheduler)  # fmt: skip
+    trainer.fit(
+        model=model,
+        optimizer=optimizer,
+        loss_fn=nn.CrossEntropyLoss(),
+        train_loader=train,
+        val_loader=val,
+        scheduler=scheduler,
+    )
     bundle = tmp_path / "two-epochs.zip"
     assert trainer.session.export(path=str(bundle))["runs"] == 1
     trainer.close()
@@ -62,8 +69,15 @@ def resumed(tmp_path_factory):
     with pytest.MonkeyPatch.context() as monkeypatch:
         bundle = train_two_epochs_and_export(tmp_path, monkeypatch)
     run_child(tmp_path, tmp_path / "straight", str(tmp_path / "straight.safetensors"), "--max-epochs", str(EPOCHS))
-    run_child(tmp_path, tmp_path / "second", str(tmp_path / "resumed.safetensors"), "--max-epochs", str(EPOCHS),
-              "--resume-from", str(bundle))  # fmt: skip
+    run_child(
+        tmp_path,
+        tmp_path / "second",
+        str(tmp_path / "resumed.safetensors"),
+        "--max-epochs",
+        str(EPOCHS),
+        "--resume-from",
+        str(bundle),
+    )
     return tmp_path, bundle
 
 

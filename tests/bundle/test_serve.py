@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from onthefly.protocol import codec, spec
 from onthefly.errors import StoreError
+from onthefly.protocol import codec, spec
 from onthefly.serve import ServedHandle, open_served, serve
 from onthefly.store.bundle.export import export_session
 from onthefly.store.bundle.import_ import import_bundle, read_manifest

@@ -161,8 +161,13 @@ def test_serve_hosts_a_bundle_for_the_dashboard_until_interrupted(origin, dash, 
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if k != "ONTHEFLY_HOME"}
     env["ONTHEFLY_HOME"] = str(home)
-    process = subprocess.Popen([str(ONTHEFLY), "serve", str(bundle), "--port", str(dash.port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    process = subprocess.Popen(
+        [str(ONTHEFLY), "serve", str(bundle), "--port", str(dash.port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         trainer = dash.accept(timeout=60)
         assert trainer.client["session"] == session_id

@@ -37,8 +37,9 @@ resume = sys.argv[sys.argv.index("--resume") + 1] if "--resume" in sys.argv else
 torch.manual_seed(0)
 train, val, test = split(Data(delay=0.02 if slow else 0.0))
 model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 2))
-trainer = Trainer(project="ddp", run_name="two-ranks", max_epochs=epochs, do_test_after=True, val_every_n_epochs=1,
-                  progress=False)
+trainer = Trainer(
+    project="ddp", run_name="two-ranks", max_epochs=epochs, do_test_after=True, val_every_n_epochs=1, progress=False
+)
 calls = {"broadcast": 0, "all_reduce": 0}  # the Python-level collectives (DDP's gradient buckets are not)
 
 
@@ -57,9 +58,15 @@ driver = None
 if int(__import__("os").environ.get("RANK", "0")) == 0:
     driver = threading.Thread(target=steer_on_request, args=(trainer, folder), daemon=True)
     driver.start()
-trainer.fit(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-2), loss_fn=nn.CrossEntropyLoss(),
-            train_loader=DataLoader(train, batch_size=16, shuffle=True), val_loader=DataLoader(val, batch_size=10),
-            test_loader=DataLoader(test, batch_size=10), resume_from=resume)
+trainer.fit(
+    model=model,
+    optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
+    loss_fn=nn.CrossEntropyLoss(),
+    train_loader=DataLoader(train, batch_size=16, shuffle=True),
+    val_loader=DataLoader(val, batch_size=10),
+    test_loader=DataLoader(test, batch_size=10),
+    resume_from=resume,
+)
 if dist.get_rank() == 0:
     save_weights(model, folder)
     print("session", trainer.session.status()["session"], "run", trainer.session.status()["run"], flush=True)

@@ -25,10 +25,21 @@ def torchrun(folder: Path, epochs: int, *extra: str, home: Path | None = None) -
     env = dict(os.environ, OMP_NUM_THREADS="1")
     if home is not None:
         env["ONTHEFLY_HOME"] = str(home)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(CHILD), str(folder), str(epochs), *extra]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env=env)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(CHILD),
+        str(folder),
+        str(epochs),
+        *extra,
+    ]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env
+    )
 
 
 def finish(proc: subprocess.Popen) -> str:
@@ -47,18 +58,21 @@ def test_two_ranks_record_each_sample_once_per_epoch_and_pause_test_checkpoint_t
     assert seen["paused"] == "paused" and seen["still"] and seen["resumed"] == "running"
     assert seen["test"]["count"] == 20  # rank 0 tests the whole test loader
     con = onthefly.sql(home=isolated_store)
-    train = con.execute("SELECT epoch, count(*), count(DISTINCT sample_id) FROM samples WHERE split = 'train' "
-                        "GROUP BY ALL ORDER BY ALL").fetchall()
+    train = con.execute(
+        "SELECT epoch, count(*), count(DISTINCT sample_id) FROM samples WHERE split = 'train' GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
     assert train == [(0, 131, 131), (1, 131, 131), (2, 131, 131)]  # 131 is odd: the sampler's padding is not recorded
     session_dir = next((isolated_store / "sessions").iterdir())
     assert list((session_dir / "ranks" / "1" / "samples").rglob("*.parquet")), "rank 1 writes its own shards"
     summaries = con.execute("SELECT epoch, count FROM epochs WHERE split = 'train' ORDER BY epoch").fetchall()
     assert summaries == [(0, 131), (1, 131), (2, 131)]
     # the manual checkpoint may land on an epoch's last step: compare without an order between the two
-    assert sorted(con.execute("SELECT reason, step FROM checkpoints").fetchall()) == sorted([
-        ("manual", seen["checkpoint"]["step"]), ("epoch", 5), ("epoch", 10), ("epoch", 15), ("final", 15)])
-    assert con.execute("SELECT split, count(*) FROM samples WHERE split != 'train' GROUP BY ALL ORDER BY ALL"
-                       ).fetchall() == [("test", 40), ("val", 60)]
+    assert sorted(con.execute("SELECT reason, step FROM checkpoints").fetchall()) == sorted(
+        [("manual", seen["checkpoint"]["step"]), ("epoch", 5), ("epoch", 10), ("epoch", 15), ("final", 15)]
+    )
+    assert con.execute(
+        "SELECT split, count(*) FROM samples WHERE split != 'train' GROUP BY ALL ORDER BY ALL"
+    ).fetchall() == [("test", 40), ("val", 60)]
     assert con.execute("SELECT count(*), max(step) FROM steps").fetchall() == [(15, 15)]  # rank 0 logs the step metrics
     ck = con.execute("SELECT path FROM checkpoints WHERE reason = 'final'").fetchone()[0]
     data = load_checkpoint(session_dir / ck)

@@ -25,8 +25,9 @@ def test_a_single_process_is_not_distributed():
 
 def test_ranks_get_disjoint_parts_and_padding_is_not_recorded():
     data = list(range(11))
-    parts = [distributed_loader(DataLoader(data, batch_size=4, shuffle=True), rank=r, world_size=2, seed=3)
-             for r in (0, 1)]
+    parts = [
+        distributed_loader(DataLoader(data, batch_size=4, shuffle=True), rank=r, world_size=2, seed=3) for r in (0, 1)
+    ]
     orders = [list(p.sampler) for p in parts]
     kept = [order[: recorded_count(p.sampler, rank=r)] for r, (p, order) in enumerate(zip(parts, orders))]
     assert sorted(kept[0] + kept[1]) == data  # each sample once in the union

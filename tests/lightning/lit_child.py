@@ -39,7 +39,15 @@ L.seed_everything(0, verbose=False)
 train, val, test = random_split(SlowData(), [160, 40, 40], generator=torch.Generator().manual_seed(0))
 model = TinyClassifier()
 lit = trainer(epochs)
-attach_lightning(trainer=lit, model=model, project="lit-link", run_name="steered", loss_fn=model.loss,
-                 test_loader=DataLoader(test, batch_size=20), do_test_after=True, dashboard_port=port)
+attach_lightning(
+    trainer=lit,
+    model=model,
+    project="lit-link",
+    run_name="steered",
+    loss_fn=model.loss,
+    test_loader=DataLoader(test, batch_size=20),
+    do_test_after=True,
+    dashboard_port=port,
+)
 lit.fit(model, DataLoader(train, batch_size=16, shuffle=True), DataLoader(val, batch_size=20))
 print("fit returned", model.tested_batches, flush=True)

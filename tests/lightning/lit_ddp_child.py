@@ -26,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from onthefly import attach_lightning
 from tests.ddp_parts import Data, save_weights, split, steer
 
-
 FUNCTIONAL = "--functional" in sys.argv
 
 
@@ -63,12 +62,27 @@ def main():
     L.seed_everything(0, verbose=False)
     train, val, test = split(Data(delay=0.01 if "--steer" in sys.argv else 0.0))
     model = Model()
-    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=2, strategy=strategy, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0)
-    otf = attach_lightning(trainer=trainer, model=model, project="lit-ddp", run_name="two-ranks",
-                           loss_fn=F.cross_entropy if FUNCTIONAL else model.loss,
-                           test_loader=DataLoader(test, batch_size=10), do_test_after=True, resume_from=resume)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=2,
+        strategy=strategy,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    otf = attach_lightning(
+        trainer=trainer,
+        model=model,
+        project="lit-ddp",
+        run_name="two-ranks",
+        loss_fn=F.cross_entropy if FUNCTIONAL else model.loss,
+        test_loader=DataLoader(test, batch_size=10),
+        do_test_after=True,
+        resume_from=resume,
+    )
     if "--steer" in sys.argv and os.environ.get("LOCAL_RANK", "0") == "0":
         threading.Thread(target=steer, args=(otf.session, folder), daemon=True).start()
     trainer.fit(model, DataLoader(train, batch_size=16, shuffle=True), DataLoader(val, batch_size=10))

@@ -49,12 +49,23 @@ def dataset(n: int = 200):
 
 def loaders(n: int = 200, batch_size: int = 16):
     train, val, test = random_split(dataset(n), [n - 80, 40, 40], generator=torch.Generator().manual_seed(1))
-    return (DataLoader(train, batch_size=batch_size, shuffle=True), DataLoader(val, batch_size=20),
-            DataLoader(test, batch_size=20))
+    return (
+        DataLoader(train, batch_size=batch_size, shuffle=True),
+        DataLoader(val, batch_size=20),
+        DataLoader(test, batch_size=20),
+    )
 
 
 def trainer(max_epochs: int = 2, **kwargs) -> L.Trainer:
-    options = dict(max_epochs=max_epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                   enable_model_summary=False, accelerator="cpu", devices=1, num_sanity_val_steps=0)
+    options = dict(
+        max_epochs=max_epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+        num_sanity_val_steps=0,
+    )
     options.update(kwargs)
     return L.Trainer(**options)

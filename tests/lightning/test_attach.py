@@ -22,9 +22,18 @@ def fit(*, epochs: int = 2, drive=None, resume_from=None, do_test_after=False, d
     model = TinyClassifier(dropout=dropout)
     train, val, test = loaders()
     trainer = make_trainer(epochs, **trainer_kwargs)
-    otf = attach_lightning(trainer=trainer, model=model, project="lit", run_name="tiny", train_loader=train,
-                           val_loader=val, test_loader=test, loss_fn=model.loss, do_test_after=do_test_after,
-                           resume_from=resume_from)
+    otf = attach_lightning(
+        trainer=trainer,
+        model=model,
+        project="lit",
+        run_name="tiny",
+        train_loader=train,
+        val_loader=val,
+        test_loader=test,
+        loss_fn=model.loss,
+        do_test_after=do_test_after,
+        resume_from=resume_from,
+    )
     initial = copy.deepcopy(model.state_dict())
     driver = threading.Thread(target=drive, args=(otf.session,)) if drive else None
     if driver:
@@ -51,19 +60,27 @@ def test_per_sample_rows_equal_a_hand_computed_reference():
     assert len(first) == 16
     assert torch.allclose(torch.tensor([r[1] for r in first]), expected, rtol=1e-5, atol=1e-6)
 
-    last_val = rows(otf, "SELECT sample_id, loss, pred FROM samples WHERE split = 'val' AND epoch = 2 ORDER BY sample_id")
+    last_val = rows(
+        otf, "SELECT sample_id, loss, pred FROM samples WHERE split = 'val' AND epoch = 2 ORDER BY sample_id"
+    )
     ids = torch.tensor([r[0] for r in last_val])
     model.eval()
     with torch.no_grad():
         out = model(x[ids])
-    assert torch.allclose(torch.tensor([r[1] for r in last_val]), nn.functional.cross_entropy(out, y[ids], reduction="none"),
-                          rtol=1e-5, atol=1e-6)
+    assert torch.allclose(
+        torch.tensor([r[1] for r in last_val]),
+        nn.functional.cross_entropy(out, y[ids], reduction="none"),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     assert [r[2] for r in last_val] == out.argmax(1).tolist()
 
 
 def test_every_train_sample_is_recorded_once_per_epoch_and_sanity_checks_are_not():
     _, otf, _ = fit(epochs=2, num_sanity_val_steps=2)
-    per_epoch = rows(otf, "SELECT split, epoch, count(*), count(DISTINCT sample_id) FROM samples GROUP BY ALL ORDER BY ALL")
+    per_epoch = rows(
+        otf, "SELECT split, epoch, count(*), count(DISTINCT sample_id) FROM samples GROUP BY ALL ORDER BY ALL"
+    )
     assert per_epoch == [["train", 0, 120, 120], ["train", 1, 120, 120], ["val", 1, 40, 40], ["val", 2, 40, 40]]
     steps = rows(otf, "SELECT count(*), min(step), max(step), count(train_acc), count(lr), count(grad_norm) FROM steps")
     assert steps == [[16, 1, 16, 16, 16, 16]]
@@ -111,8 +128,10 @@ def test_pause_test_checkpoint_and_resume_from_another_thread_leave_the_run_unch
     assert seen["test"]["metrics"]["test_loss"] == pytest.approx(seen["test"]["loss"], rel=1e-5)
     assert steered.tested_batches == 2  # the module's own test_step ran (Lightning's test loop)
     assert rows(otf, "SELECT count(*), count(DISTINCT sample_id) FROM samples WHERE split = 'test'") == [[40, 40]]
-    assert rows(otf, "SELECT split, step FROM tests ORDER BY split") == [["test", seen["test"]["step"]],
-                                                                          ["val", seen["test"]["step"]]]
+    assert rows(otf, "SELECT split, step FROM tests ORDER BY split") == [
+        ["test", seen["test"]["step"]],
+        ["val", seen["test"]["step"]],
+    ]
     for name, value in plain.state_dict().items():
         assert torch.equal(value, steered.state_dict()[name]), f"{name} changed by the steering"
     ck = seen["checkpoint"]
@@ -159,7 +178,9 @@ def test_checkpoints_are_safetensors_holding_lightning_loop_state(tmp_path):
     with safe_open(str(folder / path), framework="pt") as f:
         keys = set(f.keys())
     assert {"model.net.0.weight", "optimizer.0.state.0.momentum_buffer"} <= keys
-    data = otf.recorder.files().checkpoints.load(otf.session.query("SELECT id FROM checkpoints WHERE reason = 'final'")["rows"][0][0])
+    data = otf.recorder.files().checkpoints.load(
+        otf.session.query("SELECT id FROM checkpoints WHERE reason = 'final'")["rows"][0][0]
+    )
     assert data.extra["lightning"]["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] == 1
     assert data.scheduler[0]["last_epoch"] == 1
 
@@ -220,8 +241,14 @@ def test_pytorch_lightning_trainers_are_accepted_too():
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     model = Module()
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, accelerator="cpu")
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     otf = attach_lightning(trainer=trainer, model=model, project="p", train_loader=loaders()[0])
     trainer.fit(model)
     assert rows(otf, "SELECT count(DISTINCT sample_id) FROM samples") == [[120]]

@@ -46,10 +46,12 @@ def test_plan_capture_picks_each_strategy():
         assert (plan.strategy, plan.name, plan.owner) == ("method", "loss", boring)
     assert plan_capture(held, F.nll_loss).strategy == "functional"
     assert plan_capture(held, own_loss).strategy == "functional"  # a global of this module (Held's)
-    for model, given, words in [(DemoModel(), None, "found no loss"),
-                                (held, nn.CrossEntropyLoss(), "self.loss = loss_fn"),
-                                (held, lambda o, t: o.sum(), "neither in torch.nn.functional"),
-                                (held, BoringModel().loss, "not an attribute")]:
+    for model, given, words in [
+        (DemoModel(), None, "found no loss"),
+        (held, nn.CrossEntropyLoss(), "self.loss = loss_fn"),
+        (held, lambda o, t: o.sum(), "neither in torch.nn.functional"),
+        (held, BoringModel().loss, "not an attribute"),
+    ]:
         plan = plan_capture(model, given)
         assert plan.strategy == "none" and words in plan.reason and "loss_fn=" in plan.reason
 
@@ -111,8 +113,9 @@ class Batch:
 
 
 def capture_for(model, loss_fn, batch):
-    return LossCapture(plan_capture(model, loss_fn), model, claim=batch.claim, record=batch.record,
-                       warn=batch.warnings.append)
+    return LossCapture(
+        plan_capture(model, loss_fn), model, claim=batch.claim, record=batch.record, warn=batch.warnings.append
+    )
 
 
 def test_the_interceptor_records_the_first_fitting_call_on_its_own_thread_and_is_removed_after():
@@ -137,7 +140,7 @@ def test_the_interceptor_records_the_first_fitting_call_on_its_own_thread_and_is
     assert F.cross_entropy is KEPT["cross_entropy"] and globals()["imported_cross_entropy"] is KEPT["cross_entropy"]
     assert torch.equal(value, KEPT["cross_entropy"](logits, y, label_smoothing=0.2)) and value.requires_grad
     assert torch.equal(again, KEPT["cross_entropy"](logits, y))
-    (ids, per_sample), = batch.rows
+    ((ids, per_sample),) = batch.rows
     assert ids.tolist() == [10, 11, 12, 13]
     assert torch.allclose(per_sample, KEPT["cross_entropy"](logits, y, reduction="none", label_smoothing=0.2))
 
@@ -200,7 +203,7 @@ def test_the_method_recorder_shadows_the_method_and_records_a_loss_of_the_output
         value = model.loss(out)
     assert "loss" not in vars(model)
     assert torch.allclose(value, F.mse_loss(out, torch.ones_like(out))) and value.requires_grad
-    (_, per_sample), = batch.rows
+    ((_, per_sample),) = batch.rows
     assert torch.allclose(per_sample, ((out.detach() - 1) ** 2).mean(1))
 
 
@@ -212,8 +215,8 @@ def test_the_method_recorder_takes_the_target_by_its_keyword_too():
     with capture.in_place():
         value = model.loss(out, labels=labels)
     assert torch.allclose(value, F.mse_loss(out, labels))
-    (_, per_sample), = batch.rows
-    assert torch.allclose(per_sample, (out ** 2).mean(1))
+    ((_, per_sample),) = batch.rows
+    assert torch.allclose(per_sample, (out**2).mean(1))
 
 
 def test_a_function_of_the_output_alone_is_recorded_per_sample():
@@ -229,7 +232,7 @@ def test_a_function_of_the_output_alone_is_recorded_per_sample():
             capture.step_start()
             value = globals()["energy"](z)
         assert torch.equal(value, energy(z))
-        (_, per_sample), = batch.rows
+        ((_, per_sample),) = batch.rows
         assert torch.allclose(per_sample, z.pow(2).mean(1))
     finally:
         del globals()["energy"]

@@ -37,8 +37,11 @@ def rows(otf, sql):
 
 
 def per_epoch(otf):
-    return rows(otf, "SELECT epoch, count(*), count(DISTINCT sample_id) FROM samples WHERE split = 'train' "
-                     "GROUP BY epoch ORDER BY epoch")
+    return rows(
+        otf,
+        "SELECT epoch, count(*), count(DISTINCT sample_id) FROM samples WHERE split = 'train' "
+        "GROUP BY epoch ORDER BY epoch",
+    )
 
 
 def recorded(otf, step):
@@ -76,8 +79,9 @@ def test_boring_models_loss_method_of_the_output_alone_gives_each_samples_mean_s
     outputs = Outputs(model.layer)
     train = DataLoader(RandomDataset(32, 48), batch_size=8)
     trainer = make_trainer(2, limit_val_batches=0)
-    otf = attach_lightning(trainer=trainer, model=model, project="p", train_loader=train,
-                           loss_fn=model.loss if given else None)
+    otf = attach_lightning(
+        trainer=trainer, model=model, project="p", train_loader=train, loss_fn=model.loss if given else None
+    )
     assert otf._loss_plan.strategy == "method"
     trainer.fit(model)
     assert per_epoch(otf) == [[0, 48, 48], [1, 48, 48]]
@@ -96,8 +100,9 @@ def test_boring_model_with_its_own_loaders_records_train_and_validation():
     trainer = make_trainer(1, limit_train_batches=6, limit_val_batches=4)
     otf = attach_lightning(trainer=trainer, model=model, project="p")
     trainer.fit(model)
-    assert rows(otf, "SELECT split, count(*), count(DISTINCT sample_id) FROM samples GROUP BY split "
-                     "ORDER BY split") == [["train", 6, 6], ["val", 4, 4]]
+    assert rows(
+        otf, "SELECT split, count(*), count(DISTINCT sample_id) FROM samples GROUP BY split ORDER BY split"
+    ) == [["train", 6, 6], ["val", 4, 4]]
 
 
 # ---------------------------------------------------------------------- an inline functional call
@@ -135,18 +140,26 @@ class Inline(L.LightningModule):
 
 
 @pytest.mark.parametrize("spelling", ["F", "torch.nn.functional", "module"])
-@pytest.mark.parametrize("kwargs", [{}, {"weight": torch.tensor([1.0, 2.0, 0.5, 1.0]), "ignore_index": 2,
-                                         "label_smoothing": 0.1}])
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"weight": torch.tensor([1.0, 2.0, 0.5, 1.0]), "ignore_index": 2, "label_smoothing": 0.1}]
+)
 def test_an_inline_cross_entropy_is_recorded_per_sample_with_the_calls_own_arguments(spelling, kwargs):
     L.seed_everything(0, verbose=False)
     model = Inline(spelling, **kwargs)
     outputs = Outputs(model.net)
     x, y = classification_data()
     trainer = make_trainer(2)
-    otf = attach_lightning(trainer=trainer, model=model, project="p", loss_fn=F.cross_entropy,
-                           train_loader=DataLoader(TensorDataset(x, y), batch_size=8))
+    otf = attach_lightning(
+        trainer=trainer,
+        model=model,
+        project="p",
+        loss_fn=F.cross_entropy,
+        train_loader=DataLoader(TensorDataset(x, y), batch_size=8),
+    )
     trainer.fit(model)
-    assert F.cross_entropy is ORIGINAL["cross_entropy"] and torch.nn.functional.cross_entropy is ORIGINAL["cross_entropy"]
+    assert (
+        F.cross_entropy is ORIGINAL["cross_entropy"] and torch.nn.functional.cross_entropy is ORIGINAL["cross_entropy"]
+    )
     assert per_epoch(otf) == [[0, 40, 40], [1, 40, 40]]
     assert len(outputs.kept) == 10 and all(model.exact) and model.between == [True, True]
     for step in (1, 4, 9):
@@ -182,8 +195,13 @@ def test_a_name_imported_into_the_modules_globals_and_dict_or_none_returns(capsy
     outputs = Outputs(model.net)
     x, y = classification_data()
     trainer = make_trainer(2)
-    otf = attach_lightning(trainer=trainer, model=model, project="p", loss_fn=F.nll_loss,
-                           train_loader=DataLoader(TensorDataset(x, y), batch_size=8))
+    otf = attach_lightning(
+        trainer=trainer,
+        model=model,
+        project="p",
+        loss_fn=F.nll_loss,
+        train_loader=DataLoader(TensorDataset(x, y), batch_size=8),
+    )
     trainer.fit(model)
     assert imported_nll_loss is ORIGINAL["nll_loss"] and F.nll_loss is ORIGINAL["nll_loss"]
     assert per_epoch(otf) == [[0, 32, 32], [1, 32, 32]]  # the skipped batch (ids 8..15) has no rows
@@ -204,8 +222,13 @@ def test_the_functions_name_is_put_back_when_the_training_step_raises():
     model = Failing("F")
     x, y = classification_data()
     trainer = make_trainer(1)
-    attach_lightning(trainer=trainer, model=model, project="p", loss_fn=F.cross_entropy,
-                     train_loader=DataLoader(TensorDataset(x, y), batch_size=8))
+    attach_lightning(
+        trainer=trainer,
+        model=model,
+        project="p",
+        loss_fn=F.cross_entropy,
+        train_loader=DataLoader(TensorDataset(x, y), batch_size=8),
+    )
     with pytest.raises(RuntimeError, match="boom"):
         trainer.fit(model)
     assert F.cross_entropy is ORIGINAL["cross_entropy"]
@@ -231,8 +254,9 @@ def test_a_self_supervised_step_on_plain_tensor_batches_gives_each_samples_recon
     outputs = Outputs(model.net)
     data = RandomDataset(32, 24)
     trainer = make_trainer(2)
-    otf = attach_lightning(trainer=trainer, model=model, project="p", loss_fn=F.mse_loss,
-                           train_loader=DataLoader(data, batch_size=8))
+    otf = attach_lightning(
+        trainer=trainer, model=model, project="p", loss_fn=F.mse_loss, train_loader=DataLoader(data, batch_size=8)
+    )
     trainer.fit(model)
     assert per_epoch(otf) == [[0, 24, 24], [1, 24, 24]]
     for step in (1, 6):
@@ -258,8 +282,10 @@ class TinyGAN(L.LightningModule):
         g_opt.zero_grad()
         self.manual_backward(g_loss)
         g_opt.step()
-        d_loss = (F.binary_cross_entropy_with_logits(self.discriminator(real), ones)
-                  + F.binary_cross_entropy_with_logits(self.discriminator(fake.detach()), zeros)) / 2
+        d_loss = (
+            F.binary_cross_entropy_with_logits(self.discriminator(real), ones)
+            + F.binary_cross_entropy_with_logits(self.discriminator(fake.detach()), zeros)
+        ) / 2
         d_opt.zero_grad()
         self.manual_backward(d_loss)
         d_opt.step()
@@ -267,7 +293,8 @@ class TinyGAN(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.generator.parameters(), lr=0.05), torch.optim.SGD(
-            self.discriminator.parameters(), lr=0.05)
+            self.discriminator.parameters(), lr=0.05
+        )
 
 
 def test_manual_optimization_with_two_optimizers_records_the_first_loss_of_the_step():
@@ -275,8 +302,13 @@ def test_manual_optimization_with_two_optimizers_records_the_first_loss_of_the_s
     outputs = Outputs(model.discriminator)
     x, y = classification_data()
     trainer = make_trainer(2)
-    otf = attach_lightning(trainer=trainer, model=model, project="p", loss_fn=F.binary_cross_entropy_with_logits,
-                           train_loader=DataLoader(TensorDataset(x, y), batch_size=8))
+    otf = attach_lightning(
+        trainer=trainer,
+        model=model,
+        project="p",
+        loss_fn=F.binary_cross_entropy_with_logits,
+        train_loader=DataLoader(TensorDataset(x, y), batch_size=8),
+    )
     trainer.fit(model)
     assert per_epoch(otf) == [[0, 40, 40], [1, 40, 40]]
     assert len(outputs.kept) == 30  # three discriminator forwards a batch, as written
@@ -344,8 +376,11 @@ def test_lightnings_language_model_demos_get_each_sequences_mean_token_loss(demo
         expected = (per_token * kept).sum(1) / kept.sum(1)
         assert torch.allclose(losses, expected, rtol=1e-5, atol=1e-6, equal_nan=True)
     if demo != "transformer":
-        ignored = rows(otf, "SELECT sample_id, loss IS NULL OR isnan(loss) FROM samples WHERE split = 'train' "
-                            "AND epoch = 0 AND sample_id IN (0, 5) ORDER BY sample_id")
+        ignored = rows(
+            otf,
+            "SELECT sample_id, loss IS NULL OR isnan(loss) FROM samples WHERE split = 'train' "
+            "AND epoch = 0 AND sample_id IN (0, 5) ORDER BY sample_id",
+        )
         assert ignored == [[0, False], [5, True]]
 
 
@@ -365,8 +400,12 @@ def test_a_held_nll_loss_module_gives_the_same_per_sequence_mean():
     outputs = Outputs(model.model, pick=lambda out: out[0])
     inputs, target = token_data(ignored=True)
     trainer = make_trainer(1)
-    otf = attach_lightning(trainer=trainer, model=model, project="p",
-                           train_loader=DataLoader(TensorDataset(inputs, target), batch_size=BATCH))
+    otf = attach_lightning(
+        trainer=trainer,
+        model=model,
+        project="p",
+        train_loader=DataLoader(TensorDataset(inputs, target), batch_size=BATCH),
+    )
     assert otf._loss_plan.strategy == "attribute"
     trainer.fit(model)
     ids, losses = recorded(otf, 1)
@@ -393,8 +432,9 @@ def test_a_module_with_no_loss_to_capture_fits_with_one_warning_and_everything_e
     train = DataLoader(RandomDataset(32, 40), batch_size=8)
     test = DataLoader(RandomDataset(32, 16), batch_size=8)
     trainer = make_trainer(2)
-    otf = attach_lightning(trainer=trainer, model=model, project="p", train_loader=train, test_loader=test,
-                           do_test_after=True)
+    otf = attach_lightning(
+        trainer=trainer, model=model, project="p", train_loader=train, test_loader=test, do_test_after=True
+    )
     assert otf._loss_plan.strategy == "none"
     seen = {}
 
@@ -411,8 +451,11 @@ def test_a_module_with_no_loss_to_capture_fits_with_one_warning_and_everything_e
     driver.start()
     trainer.fit(model)
     driver.join(timeout=60)
-    assert seen == {"paused": "paused", "checkpoint": "manual", "test": "test", "export": seen["export"],
-                    "resumed": "running"} and seen["export"] > 0
+    assert (
+        seen
+        == {"paused": "paused", "checkpoint": "manual", "test": "test", "export": seen["export"], "resumed": "running"}
+        and seen["export"] > 0
+    )
     lines = _warnings(capsys)
     assert len(lines) == 1 and "loss_fn=" in lines[0] and "docs/lightning.md" in lines[0]
     assert rows(otf, "SELECT count(*) FROM samples WHERE split = 'train'") == [[0]]
@@ -425,8 +468,13 @@ def test_a_module_with_no_loss_to_capture_fits_with_one_warning_and_everything_e
 def test_a_loss_the_step_never_calls_gives_one_warning_at_the_first_batch(capsys):
     model = DemoModel()
     trainer = make_trainer(2)
-    otf = attach_lightning(trainer=trainer, model=model, project="p", loss_fn=F.mse_loss,
-                           train_loader=DataLoader(RandomDataset(32, 40), batch_size=8))
+    otf = attach_lightning(
+        trainer=trainer,
+        model=model,
+        project="p",
+        loss_fn=F.mse_loss,
+        train_loader=DataLoader(RandomDataset(32, 40), batch_size=8),
+    )
     assert otf._loss_plan.strategy == "functional"
     trainer.fit(model)
     lines = _warnings(capsys)
@@ -442,8 +490,9 @@ def test_a_loss_module_the_model_does_not_hold_warns_instead_of_stopping_the_scr
 
     model = TinyClassifier()
     trainer = make_trainer(1)
-    otf = attach_lightning(trainer=trainer, model=model, project="p", loss_fn=nn.CrossEntropyLoss(),
-                           train_loader=loaders()[0])
+    otf = attach_lightning(
+        trainer=trainer, model=model, project="p", loss_fn=nn.CrossEntropyLoss(), train_loader=loaders()[0]
+    )
     trainer.fit(model)
     lines = _warnings(capsys)
     assert len(lines) == 1 and "self.loss = loss_fn" in lines[0]

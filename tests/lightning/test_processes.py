@@ -17,16 +17,29 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_readme_lightning_script_runs_unchanged_and_fills_the_store(tmp_path):
-    env = dict(os.environ, ONTHEFLY_HOME=str(tmp_path / "store"), XDG_CONFIG_HOME=str(tmp_path / "config"),
-               ONTHEFLY_DASHBOARD_PORT="9", PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, str(SEED_SCRIPT)], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=240)
+    env = dict(
+        os.environ,
+        ONTHEFLY_HOME=str(tmp_path / "store"),
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        ONTHEFLY_DASHBOARD_PORT="9",
+        PYTHONPATH=str(ROOT),
+    )
+    done = subprocess.run(
+        [sys.executable, str(SEED_SCRIPT)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     con = onthefly.sql(home=tmp_path / "store")
-    per_pass = con.execute("SELECT split, epoch, count(*), count(DISTINCT sample_id) FROM samples "
-                       "GROUP BY ALL ORDER BY ALL").fetchall()
-    assert per_pass == [("train", 0, 3072, 3072), ("train", 1, 3072, 3072), ("train", 2, 3072, 3072),
-                        ("val", 1, 1024, 1024), ("val", 2, 1024, 1024), ("val", 3, 1024, 1024)]
+    per_pass = con.execute(
+        "SELECT split, epoch, count(*), count(DISTINCT sample_id) FROM samples GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    assert per_pass == [
+        ("train", 0, 3072, 3072),
+        ("train", 1, 3072, 3072),
+        ("train", 2, 3072, 3072),
+        ("val", 1, 1024, 1024),
+        ("val", 2, 1024, 1024),
+        ("val", 3, 1024, 1024),
+    ]
     assert con.execute("SELECT count(*), max(step) FROM steps").fetchall() == [(72, 72)]
     assert con.execute("SELECT name, status FROM runs").fetchall() == [("lightning-baseline", "finished")]
     assert con.execute("SELECT count(*) FROM checkpoints WHERE reason = 'final'").fetchone() == (1,)
@@ -36,8 +49,14 @@ def test_the_readme_lightning_script_runs_unchanged_and_fills_the_store(tmp_path
 def test_a_dashboard_steers_a_lightning_process_and_asks_for_more_epochs(tmp_path, link_env):
     dash = DashboardServer()
     env = dict(os.environ, ONTHEFLY_HOME=str(tmp_path / "store"), PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, str(CHILD), str(dash.port), "2"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(CHILD), str(dash.port), "2"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         conn = dash.accept(timeout=120)
         assert conn.client["project"] == "lit-link"
@@ -50,11 +69,17 @@ def test_a_dashboard_steers_a_lightning_process_and_asks_for_more_epochs(tmp_pat
         assert tested["split"] == "test" and tested["count"] == 40
         assert conn.request("resume")["state"] == "running"
         # The end-of-run test, then the process waits; one more epoch, then stop.
-        wait_until(lambda: conn.request("status")["epoch"] == 2 and conn.request("status")["state"] == "paused",
-                   timeout=120, what="the end-of-run wait")
+        wait_until(
+            lambda: conn.request("status")["epoch"] == 2 and conn.request("status")["state"] == "paused",
+            timeout=120,
+            what="the end-of-run wait",
+        )
         conn.request("resume", {"epochs": 1})
-        wait_until(lambda: conn.request("status")["epoch"] == 3 and conn.request("status")["state"] == "paused",
-                   timeout=120, what="the extra epoch")
+        wait_until(
+            lambda: conn.request("status")["epoch"] == 3 and conn.request("status")["state"] == "paused",
+            timeout=120,
+            what="the extra epoch",
+        )
         conn.request("stop")
         out, err = proc.communicate(timeout=60)
     finally:
@@ -65,6 +90,7 @@ def test_a_dashboard_steers_a_lightning_process_and_asks_for_more_epochs(tmp_pat
     assert proc.returncode == 0, err[-3000:]
     assert "fit returned 6" in out  # three test passes of two batches: mid-run, end of run, after the extra epoch
     con = onthefly.sql(home=tmp_path / "store")
-    assert con.execute("SELECT epoch, count(DISTINCT sample_id) FROM samples WHERE split = 'train' GROUP BY ALL "
-                   "ORDER BY ALL").fetchall() == [(0, 160), (1, 160), (2, 160)]
+    assert con.execute(
+        "SELECT epoch, count(DISTINCT sample_id) FROM samples WHERE split = 'train' GROUP BY ALL ORDER BY ALL"
+    ).fetchall() == [(0, 160), (1, 160), (2, 160)]
     assert con.execute("SELECT count(*) FROM tests").fetchone() == (3,)

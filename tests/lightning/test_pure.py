@@ -13,8 +13,15 @@ from onthefly.store.checkpoints.checkpoints import CheckpointData
 
 
 def test_logged_values_keep_the_stage_own_scalars_only():
-    metrics = {"loss": torch.tensor(0.5), "acc": torch.tensor(0.25), "val_loss": torch.tensor(0.7),
-               "acc_epoch": 0.3, "hist": torch.ones(3), "lr": 0.1, "test_acc": 1}
+    metrics = {
+        "loss": torch.tensor(0.5),
+        "acc": torch.tensor(0.25),
+        "val_loss": torch.tensor(0.7),
+        "acc_epoch": 0.3,
+        "hist": torch.ones(3),
+        "lr": 0.1,
+        "test_acc": 1,
+    }
     assert logged_values(metrics, stage="train") == {"acc": 0.25}
     assert logged_values(metrics, stage="val") == {"val_loss": torch.tensor(0.7).item()}
     assert logged_values(metrics, stage="test") == {"test_acc": 1.0}
@@ -43,19 +50,39 @@ def test_step_rows_fill_in_the_mean_loss_and_the_gradient_norm_of_each_step():
 
 
 def test_storable_drops_what_needs_pickling_and_names_it():
-    kept, dropped = storable({"a": 1, "t": torch.ones(2), "cls": int, "nested": {"ok": (1, 2.0), "bad": object()},
-                              "arr": np.zeros(2), 3: "int key"})
+    kept, dropped = storable(
+        {
+            "a": 1,
+            "t": torch.ones(2),
+            "cls": int,
+            "nested": {"ok": (1, 2.0), "bad": object()},
+            "arr": np.zeros(2),
+            3: "int key",
+        }
+    )
     assert dropped == ["cls", "nested.bad"]
     assert kept["nested"] == {"ok": (1, 2.0)} and kept[3] == "int key" and torch.equal(kept["t"], torch.ones(2))
 
 
 def test_lightning_checkpoints_round_trip_through_the_store_parts():
-    ck = {"state_dict": {"w": torch.ones(2)}, "optimizer_states": [{"state": {}, "param_groups": []}],
-          "lr_schedulers": [], "epoch": 2, "global_step": 10, "loops": {"fit_loop": {"x": 1}},
-          "hparams_type": dict}
+    ck = {
+        "state_dict": {"w": torch.ones(2)},
+        "optimizer_states": [{"state": {}, "param_groups": []}],
+        "lr_schedulers": [],
+        "epoch": 2,
+        "global_step": 10,
+        "loops": {"fit_loop": {"x": 1}},
+        "hparams_type": dict,
+    }
     parts, dropped = to_store(ck)
     assert dropped == ["hparams_type"] and parts["scheduler"] is None
-    back = from_store(CheckpointData(model=parts["model"], optimizer=parts["optimizer"], scheduler=parts["scheduler"],
-                                     extra={"lightning": parts["lightning"]}))
+    back = from_store(
+        CheckpointData(
+            model=parts["model"],
+            optimizer=parts["optimizer"],
+            scheduler=parts["scheduler"],
+            extra={"lightning": parts["lightning"]},
+        )
+    )
     assert back["global_step"] == 10 and back["loops"] == {"fit_loop": {"x": 1}} and back["lr_schedulers"] == []
     assert torch.equal(back["state_dict"]["w"], torch.ones(2))

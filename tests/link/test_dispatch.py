@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from onthefly.protocol import codec, spec
 from onthefly.errors import StoreError
 from onthefly.link.client import MAX_PENDING, _answer_bytes, dispatch
+from onthefly.protocol import codec, spec
 
 from .dashboard import RpcError, dash, link_env, make_link, wait_until  # noqa: F401  (fixtures)
 from .handle import CounterHandle

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onthefly.protocol import codec, spec
 from onthefly.errors import ProtocolError
 from onthefly.link.framing import LineConnection
 from onthefly.link.handshake import HandshakeError, trainer_handshake
+from onthefly.protocol import codec, spec
 
 from .dashboard import DashboardServer, TrainerConnection, dash, link_env, make_link, wait_until  # noqa: F401
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from onthefly.link.client import Batch, Outbox, columnar
+from onthefly.link.outbox import Batch, Outbox, columnar
 
 from .dashboard import DashboardServer, dash, link_env, make_link, wait_until  # noqa: F401  (fixtures)
 from .handle import CounterHandle

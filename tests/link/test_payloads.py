@@ -19,9 +19,21 @@ def golden(name: str) -> dict:
 
 def summary(**change) -> EpochSummary:
     fields = dict(
-        run_id="r-base", split="train", epoch=3, step=1200, count=60000, mean=0.41, min=None, max=None,
-        p10=0.01, p50=0.12, p90=1.1, p99=4.75, hist_edges=[0.0, 2.5, 5.0, 7.5], hist_counts=[58000, 1900, 100],
-    )  # fmt: skip
+        run_id="r-base",
+        split="train",
+        epoch=3,
+        step=1200,
+        count=60000,
+        mean=0.41,
+        min=None,
+        max=None,
+        p10=0.01,
+        p50=0.12,
+        p90=1.1,
+        p99=4.75,
+        hist_edges=[0.0, 2.5, 5.0, 7.5],
+        hist_counts=[58000, 1900, 100],
+    )
     return EpochSummary(**{**fields, **change})
 
 
@@ -61,9 +73,17 @@ def test_a_test_result_and_a_checkpoint_are_shaped_as_the_golden_messages():
     )
     assert tested == golden("notification.test")
     info = CheckpointInfo(
-        id="c-000012", run_id="r-base", step=1200, epoch=3, reason="manual",
-        path="checkpoints/r-base/c-000012.safetensors", bytes=10, sha256="0" * 64, holds=("model",), created_at=0.0,
-    )  # fmt: skip
+        id="c-000012",
+        run_id="r-base",
+        step=1200,
+        epoch=3,
+        reason="manual",
+        path="checkpoints/r-base/c-000012.safetensors",
+        bytes=10,
+        sha256="0" * 64,
+        holds=("model",),
+        created_at=0.0,
+    )
     saved = payloads.checkpoint(info)
     assert codec.check_notification("checkpoint", saved) == []
     assert {k: saved[k] for k in golden("notification.checkpoint")} == golden("notification.checkpoint")

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onthefly.protocol import codec, spec
 from onthefly.errors import ConfigError, QueryError, StoreError, TrainingError
 from onthefly.link.handshake import (
     dashboard_proof,
@@ -19,6 +18,7 @@ from onthefly.link.handshake import (
     proof_matches,
     trainer_proof,
 )
+from onthefly.protocol import codec, spec
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "protocol"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from onthefly.errors import ConfigError
@@ -42,7 +41,7 @@ def test_a_dashboard_killed_mid_run_and_a_new_one_on_the_same_port_gets_the_snap
         assert trainer.request("status")["step"] >= state.params["step"]
         later = trainer.wait_notification("steps", where=lambda p: p["step"][0] > state.params["step"])
         assert later.params["step"] == sorted(later.params["step"])
-    connected = "[onthefly] dashboard connected on tcp://127.0.0.1:{}".format(first.port)
+    connected = f"[onthefly] dashboard connected on tcp://127.0.0.1:{first.port}"
     assert trial.printed.count(connected) == 2
     assert "[onthefly] dashboard disconnected; training goes on" in trial.printed
     assert not [line for line in trial.printed if "link error" in line]

@@ -23,8 +23,13 @@ def trainer_process(tmp_path, link_env):
 
     def start(port: int, epochs: int = 4) -> subprocess.Popen:
         env = dict(os.environ, ONTHEFLY_HOME=str(tmp_path / "store"))
-        proc = subprocess.Popen([sys.executable, str(CHILD), str(port), str(epochs)], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(CHILD), str(port), str(epochs)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         procs.append(proc)
         return proc
 
@@ -53,11 +58,16 @@ def test_a_dashboard_steers_a_real_training_process(trainer_process, tmp_path):
     tested = conn.request("test", timeout=60)
     assert tested["split"] == "test" and tested["count"] == 64 and tested["loss"] > 0
 
-    wait_until(lambda: [n for n in conn.notifications("epoch") if n.params["split"] == "train"], timeout=60,
-               what="a training epoch summary")
+    wait_until(
+        lambda: [n for n in conn.notifications("epoch") if n.params["split"] == "train"],
+        timeout=60,
+        what="a training epoch summary",
+    )
     report = conn.request("report", {"split": "train"}, timeout=30)
     assert report["count"] == 384 and len(report["hardest"]) == 20
-    rows = conn.request("query", {"sql": "SELECT count(DISTINCT sample_id) FROM samples WHERE split = 'train' AND epoch = 0"})
+    rows = conn.request(
+        "query", {"sql": "SELECT count(DISTINCT sample_id) FROM samples WHERE split = 'train' AND epoch = 0"}
+    )
     assert rows["rows"] == [[384]]
     with pytest.raises(RpcError) as refused:
         conn.request("query", {"sql": "COPY (SELECT 1) TO 'x.csv'"})
@@ -77,8 +87,11 @@ def test_a_dashboard_steers_a_real_training_process(trainer_process, tmp_path):
     assert state.params["run"] == conn.client["run"] or state.params["session"] == conn.client["session"]
 
     # The run finishes its epochs, runs the test, then stays open (paused) until the dashboard stops it.
-    wait_until(lambda: conn2.request("status")["epoch"] == 8 and conn2.request("status")["state"] == "paused",
-               timeout=120, what="the end-of-run test and the wait")
+    wait_until(
+        lambda: conn2.request("status")["epoch"] == 8 and conn2.request("status")["state"] == "paused",
+        timeout=120,
+        what="the end-of-run test and the wait",
+    )
     conn2.request("stop")
     out, err = proc.communicate(timeout=60)
     dash2.close()

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, random_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from onthefly import Trainer  # noqa: E402
+from onthefly import Trainer
 
 
 class SlowData(Dataset):
@@ -36,9 +36,21 @@ epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 4
 torch.manual_seed(0)
 train, val, test = random_split(SlowData(), [384, 64, 64], generator=torch.Generator().manual_seed(0))
 model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 2))
-trainer = Trainer(project="link", run_name="steered", max_epochs=epochs, do_test_after=True, val_every_n_epochs=1,
-                  dashboard_port=port, progress=False)
-trainer.fit(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-2), loss_fn=nn.CrossEntropyLoss(),
-            train_loader=DataLoader(train, batch_size=16, shuffle=True), val_loader=DataLoader(val, batch_size=32),
-            test_loader=DataLoader(test, batch_size=32))
+trainer = Trainer(
+    project="link",
+    run_name="steered",
+    max_epochs=epochs,
+    do_test_after=True,
+    val_every_n_epochs=1,
+    dashboard_port=port,
+    progress=False,
+)
+trainer.fit(
+    model=model,
+    optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
+    loss_fn=nn.CrossEntropyLoss(),
+    train_loader=DataLoader(train, batch_size=16, shuffle=True),
+    val_loader=DataLoader(val, batch_size=32),
+    test_loader=DataLoader(test, batch_size=32),
+)
 print("fit returned", flush=True)

@@ -17,7 +17,12 @@ def batch(step: int, n: int = 3, *, split: str = "train", epoch: int = 0, scores
     loss = torch.arange(n, dtype=torch.float32) + step
     if scores:
         return HeldBatch(run, split, epoch, step, ids, loss, scores=torch.randn(n, 4), label=torch.tensor([1] * n))
-    fields = {"label": np.full(n, 2), "pred": np.full(n, 2), "correct": np.ones(n, bool), "margin": np.full(n, 0.5, np.float32)}
+    fields = {
+        "label": np.full(n, 2),
+        "pred": np.full(n, 2),
+        "correct": np.ones(n, bool),
+        "margin": np.full(n, 0.5, np.float32),
+    }
     return HeldBatch(run, split, epoch, step, ids, loss, fields=fields)
 
 
@@ -36,7 +41,10 @@ def test_a_change_of_pass_or_layout_starts_a_new_call_and_keeps_the_order():
     held = [batch(1), batch(2), batch(2, split="val", epoch=1, scores=False), batch(3), batch(4, run="other")]
     calls = merged(held)
     assert [(run, split, epoch, c["step"].tolist()[::3]) for run, split, epoch, c in calls] == [
-        ("r", "train", 0, [1, 2]), ("r", "val", 1, [2]), ("r", "train", 0, [3]), ("other", "train", 0, [4]),
+        ("r", "train", 0, [1, 2]),
+        ("r", "val", 1, [2]),
+        ("r", "train", 0, [3]),
+        ("other", "train", 0, [4]),
     ]
     fields = calls[1][3]
     assert sorted(fields) == ["correct", "label", "loss", "margin", "pred", "sample_id", "step"]
@@ -55,8 +63,12 @@ def test_labels_are_copied_when_held_so_a_loader_reusing_its_buffer_cannot_chang
     target = torch.tensor([1, 2, 3])
     fields_label = np.array([4, 5, 6])
     with_scores = HeldBatch("r", "train", 0, 1, np.arange(3), torch.zeros(3), scores=torch.randn(3, 4), label=target)
-    fields = {"label": fields_label, "pred": np.zeros(3, np.int64), "correct": np.zeros(3, bool),
-              "margin": np.zeros(3, np.float32)}
+    fields = {
+        "label": fields_label,
+        "pred": np.zeros(3, np.int64),
+        "correct": np.zeros(3, bool),
+        "margin": np.zeros(3, np.float32),
+    }
     with_fields = HeldBatch("r", "val", 0, 1, np.arange(3), torch.zeros(3), fields=fields)
     target.fill_(0)  # the next batch lands in the same buffers
     fields_label.fill(0)
@@ -110,6 +122,14 @@ def test_a_batch_without_rows_is_merged_like_any_other():
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
 def test_labels_come_out_as_int64(dtype):
-    b = HeldBatch("r", "train", 0, 1, np.arange(2), torch.ones(2), scores=torch.zeros(2, 3),
-                  label=torch.tensor([0, 2], dtype=dtype))
+    b = HeldBatch(
+        "r",
+        "train",
+        0,
+        1,
+        np.arange(2),
+        torch.ones(2),
+        scores=torch.zeros(2, 3),
+        label=torch.tensor([0, 2], dtype=dtype),
+    )
     assert merged([b])[0][3]["label"].dtype == np.int64

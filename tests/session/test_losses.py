@@ -170,9 +170,7 @@ def test_nll_loss_with_weights_and_sum_reduction_matches() -> None:
 
 def test_a_callable_returning_per_sample_values_is_averaged_for_backward() -> None:
     output, target = leaf(B, 3, seed=7), torch.randn(B, 3)
-    per_row = assert_matches_user_loss(
-        lambda o, t: ((o - t) ** 2).sum(1), output, target, method="direct"
-    )
+    per_row = assert_matches_user_loss(lambda o, t: ((o - t) ** 2).sum(1), output, target, method="direct")
     assert_close_with_nan(per_row, ((output.detach() - target) ** 2).sum(1).tolist())
     wrapped = PerSampleLoss(lambda o, t: (o - t) ** 2)  # [B, 3]: averaged over the non-batch dims
     result = wrapped(output, target)

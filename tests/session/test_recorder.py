@@ -38,7 +38,9 @@ def test_a_hand_written_loop_records_rows_steps_and_checkpoints_through_the_reco
                 recorder.record_step({"step": step, "epoch": epoch, "loss": float(per_sample.detach().mean())})
                 expected.update({(epoch, int(i)): float(v) for i, v in zip(ids, per_sample.detach())})
             recorder.end_pass("train", epoch, step)
-            state = TrainingState(step=step, epoch=epoch + 1, model=model.state_dict(), optimizer=optimizer.state_dict())
+            state = TrainingState(
+                step=step, epoch=epoch + 1, model=model.state_dict(), optimizer=optimizer.state_dict()
+            )
             recorder.checkpoint("manual", lambda state=state: state)
         recorder.finish("finished")
 
@@ -50,12 +52,15 @@ def test_a_hand_written_loop_records_rows_steps_and_checkpoints_through_the_reco
     assert {r[0] for r in rows} == {run_id}
     assert all(abs(r[3] - expected[(r[1], r[2])]) < 1e-6 for r in rows)
     assert [r[4] for r in rows] == y.tolist() * 2  # the classification columns came with the rows
-    assert con.sql("SELECT step, epoch FROM steps ORDER BY step").fetchall() == [
-        (s, (s - 1) // 3) for s in range(1, 7)]
+    assert con.sql("SELECT step, epoch FROM steps ORDER BY step").fetchall() == [(s, (s - 1) // 3) for s in range(1, 7)]
     assert con.sql("SELECT epoch, count FROM epochs WHERE split = 'train' ORDER BY epoch").fetchall() == [
-        (0, 12), (1, 12)]
+        (0, 12),
+        (1, 12),
+    ]
     assert con.sql("SELECT reason, step, epoch, run_id FROM checkpoints ORDER BY step").fetchall() == [
-        ("manual", 3, 1, run_id), ("manual", 6, 2, run_id)]
+        ("manual", 3, 1, run_id),
+        ("manual", 6, 2, run_id),
+    ]
     assert con.sql("SELECT name, kind, status FROM runs").fetchall() == [("hand-written", "fork", "finished")]
     recorder.close()
 

@@ -32,8 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     weights = torch.empty(args.floats)
     for step in range(args.saves):
         weights.fill_(float(step))
-        info = store.save(run_id=run.id, step=step, epoch=0, reason="manual",
-                          model={"w": weights}, sampler={"position": step})
+        info = store.save(
+            run_id=run.id, step=step, epoch=0, reason="manual", model={"w": weights}, sampler={"position": step}
+        )
         print("saved", step, info.id, flush=True)
     return 0
 

@@ -65,6 +65,15 @@ def write_samples(
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)
     return session.catalog.add_shard(
-        kind="samples", run_id=run_id, split=split, epoch=epoch, path=rel, rows=n,
-        bytes=path.stat().st_size, min_step=first, max_step=last, level=1, sealed=True,
-    )  # fmt: skip
+        kind="samples",
+        run_id=run_id,
+        split=split,
+        epoch=epoch,
+        path=rel,
+        rows=n,
+        bytes=path.stat().st_size,
+        min_step=first,
+        max_step=last,
+        level=1,
+        sealed=True,
+    )

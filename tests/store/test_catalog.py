@@ -18,7 +18,6 @@ from onthefly._version import __version__
 from onthefly.errors import ConfigError, StoreError
 from onthefly.store.catalog.arrow import ARROW_TABLES
 from onthefly.store.catalog.catalog import Catalog
-
 from onthefly.store.records import CheckpointInfo, EpochSummary
 
 SESSION = "20250101-120000-abcdef"
@@ -39,17 +38,37 @@ def cat(path: Path):
 
 def _summary(run_id: str, epoch: int, *, split: str = "train", step: int = 10, mean: float = 1.0) -> EpochSummary:
     return EpochSummary(
-        run_id=run_id, split=split, epoch=epoch, step=step, count=4, mean=mean, min=0.0, max=2.0,
-        p10=0.1, p50=0.9, p90=1.8, p99=2.0, hist_edges=[0.0, 1.0, 2.0], hist_counts=[2, 2],
+        run_id=run_id,
+        split=split,
+        epoch=epoch,
+        step=step,
+        count=4,
+        mean=mean,
+        min=0.0,
+        max=2.0,
+        p10=0.1,
+        p50=0.9,
+        p90=1.8,
+        p99=2.0,
+        hist_edges=[0.0, 1.0, 2.0],
+        hist_counts=[2, 2],
         metrics={"accuracy": 0.5},
-    )  # fmt: skip
+    )
 
 
 def _shard(run_id: str, n: int, **extra) -> dict:
     return dict(
-        kind="samples", run_id=run_id, split="train", epoch=0, path=f"samples/{run_id}/part-{n}.parquet",
-        rows=10, bytes=100, min_step=n, max_step=n, **extra,
-    )  # fmt: skip
+        kind="samples",
+        run_id=run_id,
+        split="train",
+        epoch=0,
+        path=f"samples/{run_id}/part-{n}.parquet",
+        rows=10,
+        bytes=100,
+        min_step=n,
+        max_step=n,
+        **extra,
+    )
 
 
 # --- opening ------------------------------------------------------------------
@@ -136,10 +155,17 @@ def test_checkpoints_round_trip_and_the_latest_is_the_highest_step(cat: Catalog)
 
     def ckpt(cid: str, run: str, step: int, created: float) -> CheckpointInfo:
         return CheckpointInfo(
-            id=cid, run_id=run, step=step, epoch=step // 10, reason="epoch",
-            path=f"checkpoints/{run}/{cid}.safetensors", bytes=123, sha256="ab" * 32,
-            holds=("model", "optimizer", "rng"), created_at=created,
-        )  # fmt: skip
+            id=cid,
+            run_id=run,
+            step=step,
+            epoch=step // 10,
+            reason="epoch",
+            path=f"checkpoints/{run}/{cid}.safetensors",
+            bytes=123,
+            sha256="ab" * 32,
+            holds=("model", "optimizer", "rng"),
+            created_at=created,
+        )
 
     for info in (ckpt("c2", a, 20, 2.0), ckpt("c1", a, 10, 1.0), ckpt("c3", b, 5, 3.0), ckpt("c4", a, 20, 4.0)):
         cat.add_checkpoint(info)
@@ -156,8 +182,14 @@ def test_checkpoints_round_trip_and_the_latest_is_the_highest_step(cat: Catalog)
 
 def test_tests_round_trip_with_numpy_numbers(cat: Catalog) -> None:
     run = cat.add_run(name="a").id
-    t = cat.add_test(run_id=run, step=np.int64(30), epoch=3, split="test", loss=np.float32(0.25),
-                     metrics={"accuracy": np.float64(0.75), "confusion": np.eye(2, dtype=np.int64)})
+    t = cat.add_test(
+        run_id=run,
+        step=np.int64(30),
+        epoch=3,
+        split="test",
+        loss=np.float32(0.25),
+        metrics={"accuracy": np.float64(0.75), "confusion": np.eye(2, dtype=np.int64)},
+    )
     cat.add_test(run_id=run, step=40, epoch=4, split="val", loss=None)
     assert cat.tests(run)[0] == t
     assert t.loss == 0.25 and t.metrics == {"accuracy": 0.75, "confusion": [[1, 0], [0, 1]]}
@@ -200,11 +232,13 @@ def test_a_slice_name_is_taken_until_replaced(cat: Catalog) -> None:
 
 def test_events_filter_by_run_level_and_position(cat: Catalog) -> None:
     first = cat.add_event(level="info", kind="log", message="start", run_id="r1", step=0)
-    cat.add_events([
-        {"level": "warning", "kind": "nonfinite", "message": "nan", "run_id": "r1", "step": 5, "data": {"n": 1}},
-        {"level": "debug", "kind": "log", "message": "tick"},
-        {"level": "error", "kind": "log", "message": "boom", "run_id": "r2"},
-    ])  # fmt: skip
+    cat.add_events(
+        [
+            {"level": "warning", "kind": "nonfinite", "message": "nan", "run_id": "r1", "step": 5, "data": {"n": 1}},
+            {"level": "debug", "kind": "log", "message": "tick"},
+            {"level": "error", "kind": "log", "message": "boom", "run_id": "r2"},
+        ]
+    )
     assert [e.message for e in cat.events()] == ["start", "nan", "tick", "boom"]
     assert [e.message for e in cat.events(since_id=first.id)] == ["nan", "tick", "boom"]
     assert [e.message for e in cat.events(run_id="r1")] == ["start", "nan"]
@@ -215,7 +249,9 @@ def test_events_filter_by_run_level_and_position(cat: Catalog) -> None:
 
 def test_add_events_is_one_transaction(cat: Catalog) -> None:
     with pytest.raises(ConfigError, match="event level 'loud'"):
-        cat.add_events([{"level": "info", "kind": "log", "message": "ok"}, {"level": "loud", "kind": "log", "message": "x"}])
+        cat.add_events(
+            [{"level": "info", "kind": "log", "message": "ok"}, {"level": "loud", "kind": "log", "message": "x"}]
+        )
     with pytest.raises(ConfigError, match=r"unknown \['msg'\]"):
         cat.add_events([{"level": "info", "kind": "log", "msg": "x"}])
     assert cat.events() == []
@@ -248,7 +284,8 @@ def test_compaction_swaps_parts_for_one_file_in_one_transaction(cat: Catalog) ->
     assert [s.id for s in cat.active_shards("samples")] == [p.id for p in parts]
     before = time.time()
     merged = cat.compact_shards(
-        retire_ids=[p.id for p in parts], new=dict(_shard("r", 0), path="samples/r/epoch-0.parquet", level=1, sealed=True)
+        retire_ids=[p.id for p in parts],
+        new=dict(_shard("r", 0), path="samples/r/epoch-0.parquet", level=1, sealed=True),
     )
     assert (merged.level, merged.sealed, merged.state) == (1, True, "active")
     assert [s.id for s in cat.active_shards()] == [other.id, merged.id]
@@ -340,7 +377,7 @@ def test_two_threads_writing_events_lose_nothing(cat: Catalog) -> None:
                 if i % 10 == 0:
                     cat.add_events([{"level": "debug", "kind": "batch", "message": f"{tag}b{i}"}] * 3)
                     cat.events(since_id=max(0, i - 5))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=write, args=(tag,)) for tag in "ab"]

@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 
 from onthefly.errors import ChecksumError, ConfigError, CorruptFileError, MissingFileError
-from onthefly.store.checkpoints.safetensors_file import PARTIAL_SUFFIX
 from onthefly.store.checkpoints.checkpoints import CheckpointData, CheckpointStore, load_checkpoint, save_checkpoint
+from onthefly.store.checkpoints.safetensors_file import PARTIAL_SUFFIX
 from onthefly.store.checkpoints.tree import flatten, unflatten
 
 pytestmark = pytest.mark.timeout(60)
@@ -120,8 +120,16 @@ def test_roundtrip_is_bit_exact_and_training_continues_identically(tmp_path, kin
         "scaler": scaler.state_dict(),
         "rng": _rng_state(),
         "sampler": {"epoch": 2, "position": 17, "seed": 1234, "order": [3, 1, 2]},
-        "extra": {"step": 3, "best": float("inf"), "worst": float("-inf"), "missing": float("nan"),
-                  "per_class": {0: 0.5, 1: 0.25}, "shape": (2, 3), "ok": True, "note": None},
+        "extra": {
+            "step": 3,
+            "best": float("inf"),
+            "worst": float("-inf"),
+            "missing": float("nan"),
+            "per_class": {0: 0.5, 1: 0.25},
+            "shape": (2, 3),
+            "ok": True,
+            "note": None,
+        },
     }
     path = tmp_path / "ck.safetensors"
     size, sha = save_checkpoint(path, **copy.deepcopy(saved))
@@ -157,8 +165,9 @@ def test_roundtrip_is_bit_exact_and_training_continues_identically(tmp_path, kin
 def test_file_is_plain_safetensors_with_namespaced_keys(tmp_path):
     model, optimizer, _ = _trained("adam")
     path = tmp_path / "ck.safetensors"
-    save_checkpoint(path, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                    rng={"torch": torch.get_rng_state()})
+    save_checkpoint(
+        path, model=model.state_dict(), optimizer=optimizer.state_dict(), rng={"torch": torch.get_rng_state()}
+    )
     with safe_open(path, framework="pt") as f:
         keys = set(f.keys())
         assert torch.equal(f.get_tensor("model.fc1.weight"), model.fc1.weight.detach())
@@ -207,9 +216,21 @@ def test_views_of_shared_memory_and_non_contiguous_tensors_are_stored_contiguous
 
 
 def test_dtypes_numpy_values_and_awkward_keys_round_trip(tmp_path):
-    model = {f"t_{str(d).removeprefix('torch.')}": torch.ones(2, 3).to(d)
-             for d in (torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.uint8,
-                       torch.int16, torch.int32, torch.int64, torch.bool, torch.uint32)}
+    model = {
+        f"t_{str(d).removeprefix('torch.')}": torch.ones(2, 3).to(d)
+        for d in (
+            torch.float64,
+            torch.float16,
+            torch.bfloat16,
+            torch.int8,
+            torch.uint8,
+            torch.int16,
+            torch.int32,
+            torch.int64,
+            torch.bool,
+            torch.uint32,
+        )
+    }
     model["scalar"] = torch.tensor(3.5)
     extra = {
         "$dollar": 1,
@@ -266,7 +287,11 @@ def test_tree_skeleton_is_plain_json():
 
 
 _leaves = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=5),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=5),
 )
 _keys = st.one_of(st.text(max_size=4), st.integers(), st.tuples(st.integers(), st.text(max_size=2)))
 _trees = st.recursive(
@@ -291,8 +316,13 @@ def test_any_json_like_tree_survives_the_skeleton(tree):
 def test_loading_never_unpickles(tmp_path, monkeypatch):
     model, optimizer, scheduler = _trained("adam")
     path = tmp_path / "ck.safetensors"
-    _, sha = save_checkpoint(path, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                             scheduler=scheduler.state_dict(), rng=_rng_state())
+    _, sha = save_checkpoint(
+        path,
+        model=model.state_dict(),
+        optimizer=optimizer.state_dict(),
+        scheduler=scheduler.state_dict(),
+        rng=_rng_state(),
+    )
 
     def refuse(*args, **kwargs):
         raise AssertionError("a checkpoint load tried to unpickle")
@@ -389,8 +419,16 @@ def test_store_saves_under_the_run_and_lists_the_file_in_the_catalog(session):
     store = CheckpointStore(session_dir, catalog)
     model, optimizer, _ = _trained("sgd")
 
-    info = store.save(run_id=run_id, step=3, epoch=0, reason="epoch", model=model.state_dict(),
-                      optimizer=optimizer.state_dict(), rng=_rng_state(), extra={"note": "first"})
+    info = store.save(
+        run_id=run_id,
+        step=3,
+        epoch=0,
+        reason="epoch",
+        model=model.state_dict(),
+        optimizer=optimizer.state_dict(),
+        rng=_rng_state(),
+        extra={"note": "first"},
+    )
 
     assert info.id.startswith("ck-") and len(info.id) == 15
     assert info.path == f"checkpoints/{run_id}/{info.id}.safetensors"
@@ -448,8 +486,15 @@ def test_a_background_save_writes_the_state_as_it_was_when_called(session):
     real_commit = store._commit
     store._commit = lambda pending: (gate.wait(10), real_commit(pending))[1]  # hold the write back
 
-    future = store.save_in_background(run_id=run_id, step=4, epoch=1, reason="epoch", model=model.state_dict(),
-                                      optimizer=optimizer.state_dict(), rng=_rng_state())
+    future = store.save_in_background(
+        run_id=run_id,
+        step=4,
+        epoch=1,
+        reason="epoch",
+        model=model.state_dict(),
+        optimizer=optimizer.state_dict(),
+        rng=_rng_state(),
+    )
     with torch.no_grad():  # training goes on, in place, while the file is not written yet
         for p in model.parameters():
             p.add_(1.0)
@@ -474,8 +519,7 @@ def test_a_failed_background_save_is_reported_by_its_future_and_lists_nothing(se
 
     session_dir, catalog, run_id = session
     store = CheckpointStore(session_dir, catalog)
-    future = store.save_in_background(run_id="nosuchrun", step=0, epoch=0, reason="epoch",
-                                      model={"w": torch.ones(2)})
+    future = store.save_in_background(run_id="nosuchrun", step=0, epoch=0, reason="epoch", model={"w": torch.ones(2)})
     with pytest.raises(StoreError, match="no run 'nosuchrun'"):
         future.result(10)
     store.wait()
@@ -489,8 +533,12 @@ def test_a_failed_background_save_is_reported_by_its_future_and_lists_nothing(se
 def test_closing_the_store_finishes_the_saves_in_flight(session):
     session_dir, catalog, run_id = session
     store = CheckpointStore(session_dir, catalog)
-    futures = [store.save_in_background(run_id=run_id, step=i, epoch=i, reason="epoch",
-                                        model={"w": torch.full((1000,), float(i))}) for i in range(3)]
+    futures = [
+        store.save_in_background(
+            run_id=run_id, step=i, epoch=i, reason="epoch", model={"w": torch.full((1000,), float(i))}
+        )
+        for i in range(3)
+    ]
     store.close()
     assert all(f.done() for f in futures)
     assert [c.step for c in catalog.checkpoints(run_id)] == [0, 1, 2]

@@ -12,7 +12,10 @@ def test_the_names_are_the_on_disk_format_of_every_earlier_session():
     assert (layout.MARKER, layout.LOCK, layout.PINNED) == ("SESSION", "LOCK", "PINNED")
     assert (layout.CATALOG, layout.MANIFEST) == ("catalog.sqlite", "manifest.json")
     assert (layout.SAMPLES_DIR, layout.STEPS_DIR, layout.CHECKPOINTS_DIR, layout.RANKS_DIR) == (
-        "samples", "steps", "checkpoints", "ranks",
+        "samples",
+        "steps",
+        "checkpoints",
+        "ranks",
     )
     assert layout.migrate_lock_path("s/catalog.sqlite") == "s/catalog.sqlite.migrate.lock"
     assert layout.checkpoint_file("r1", "ck-0") == "checkpoints/r1/ck-0.safetensors"

@@ -201,16 +201,17 @@ def test_a_new_session_removes_old_ones_and_keeps_live_pinned_and_foreign_things
     live_id = "20250105-000000-0000dd"
     holder = subprocess.Popen(
         [sys.executable, "-c", _HOLDER, str(tmp_home), live_id],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "open", holder.stderr.read()
         assert store.is_live(live_id)
         with store.open_session("new") as new:
             remaining = sorted(p.name for p in sessions.iterdir())
-        assert remaining == sorted(
-            [new.id, pinned.name, not_an_id.name, no_marker.name, stray_file.name, live_id]
-        )
+        assert remaining == sorted([new.id, pinned.name, not_an_id.name, no_marker.name, stray_file.name, live_id])
         assert not any(p.exists() for p in old)
         assert (pinned / "samples" / "part.parquet").is_file()
         assert (no_marker / "data.bin").read_bytes() == b"1"
@@ -266,6 +267,6 @@ def test_close_flushes_the_writer_before_closing_the_catalog(store: StoreRoot) -
     with pytest.raises(StoreError, match="closed"):
         writer.log_samples(run.id, "train", 0, 2, np.arange(4), np.ones(4, dtype=np.float32))
     with pytest.raises(StoreError, match="is closed"):
-        session.writer
+        _ = session.writer
     with Catalog.open(session.dir / "catalog.sqlite", readonly=True) as catalog:
         assert sum(s.rows for s in catalog.active_shards("samples")) == 4

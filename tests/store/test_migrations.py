@@ -23,8 +23,16 @@ from onthefly.store.catalog.rows import TABLES
 from onthefly.store.layout import migrate_lock_path
 
 CATALOG_TABLES = {
-    "sessions", "runs", "run_edges", "checkpoints", "tests", "slices", "events", "epochs", "shards",
-}  # fmt: skip
+    "sessions",
+    "runs",
+    "run_edges",
+    "checkpoints",
+    "tests",
+    "slices",
+    "events",
+    "epochs",
+    "shards",
+}
 
 
 def _tables(db: Path) -> set[str]:
@@ -93,9 +101,13 @@ def test_the_catalog_knows_the_models_tables() -> None:
 def test_arrow_tables_take_the_models_column_types(db: Path) -> None:
     # The catalog reads column types from the file (PRAGMA table_info), not from the models.
     expected = [
-        (sa.Boolean, pa.bool_()), (sa.Integer, pa.int64()), (sa.Float, pa.float64()),
-        (sa.JSON, pa.string()), (sa.String, pa.string()), (sa.LargeBinary, pa.binary()),
-    ]  # fmt: skip
+        (sa.Boolean, pa.bool_()),
+        (sa.Integer, pa.int64()),
+        (sa.Float, pa.float64()),
+        (sa.JSON, pa.string()),
+        (sa.String, pa.string()),
+        (sa.LargeBinary, pa.binary()),
+    ]
     with Catalog.open(db) as cat:
         for name in TABLES:
             schema = cat.table_arrow(name).schema
@@ -126,8 +138,10 @@ def test_env_works_from_the_alembic_command_line(tmp_path: Path) -> None:
         pytest.skip(f"the alembic command is not installed next to {sys.executable}")
     result = subprocess.run(
         [str(alembic), "-c", str(ini), "-x", f"db={db}", "upgrade", "head"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert migrate.current_revision(db) == migrate.HEAD
     assert _schema_diff(db, Base.metadata) == []
@@ -151,8 +165,10 @@ _OPEN_CHILD = textwrap.dedent(
 def _start_opener(db: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", _OPEN_CHILD, str(db)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.slow

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from onthefly.errors import ConfigError, CorruptFileError, MissingFileError, QueryError, StoreError
-from onthefly.store.read import query
 from onthefly.store.lifecycle import StoreRoot
+from onthefly.store.read import query
 from onthefly.store.records import EpochSummary
 from onthefly.store.shards.schema import SAMPLES_SCHEMA, STEPS_SCHEMA
 from tests.store.shards import write_samples
@@ -62,9 +62,20 @@ def test_samples_show_listed_shards_after_refresh_and_drop_retired_ones(session,
     pq.write_table(pq.read_table(session.dir / part.path).slice(0, 1), merged)
     session.catalog.compact_shards(
         retire_ids=[part.id],
-        new=dict(kind="samples", run_id=run_id, split="train", epoch=0, path=f"samples/{run_id}/train/m.parquet",
-                 rows=1, bytes=merged.stat().st_size, min_step=0, max_step=0, level=2, sealed=True),
-    )  # fmt: skip
+        new=dict(
+            kind="samples",
+            run_id=run_id,
+            split="train",
+            epoch=0,
+            path=f"samples/{run_id}/train/m.parquet",
+            rows=1,
+            bytes=merged.stat().st_size,
+            min_step=0,
+            max_step=0,
+            level=2,
+            sealed=True,
+        ),
+    )
     query.refresh(con, session.dir)
     assert con.execute("SELECT sample_id FROM samples").fetchall() == [(3,)]
 
@@ -75,8 +86,9 @@ def test_steps_view_unions_shards_with_extra_metrics_by_name(session, run_id):
         rel = f"steps/{run_id}/part-{i:06d}.parquet"
         (session.dir / rel).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, session.dir / rel)
-        session.catalog.add_shard(kind="steps", run_id=run_id, split=None, epoch=None, path=rel, rows=1,
-                                  bytes=1, min_step=i, max_step=i)  # fmt: skip
+        session.catalog.add_shard(
+            kind="steps", run_id=run_id, split=None, epoch=None, path=rel, rows=1, bytes=1, min_step=i, max_step=i
+        )
     con = query.connect(session.dir)
     rows = con.execute("SELECT step, loss, lr, val_acc FROM steps ORDER BY step").fetchall()
     assert rows == [(0, 1.0, None, None), (1, 0.5, None, 0.5)]
@@ -85,8 +97,22 @@ def test_steps_view_unions_shards_with_extra_metrics_by_name(session, run_id):
 
 def test_catalog_views_reflect_catalog_rows(session, run_id):
     cat = session.catalog
-    cat.add_epoch(EpochSummary(run_id=run_id, split="train", epoch=0, step=9, count=3, mean=1.0,
-                               min=0.0, max=2.0, p10=0.2, p50=1.0, p90=1.8, p99=1.98))  # fmt: skip
+    cat.add_epoch(
+        EpochSummary(
+            run_id=run_id,
+            split="train",
+            epoch=0,
+            step=9,
+            count=3,
+            mean=1.0,
+            min=0.0,
+            max=2.0,
+            p10=0.2,
+            p50=1.0,
+            p90=1.8,
+            p99=1.98,
+        )
+    )
     cat.add_slice(name="odd", sample_ids=[5, 1, 3], method={"ids": 3}, run_id=run_id)
     cat.add_event(level="info", kind="log", message="hello", run_id=run_id)
     con = query.connect(session.dir)
@@ -108,8 +134,17 @@ def test_a_listed_shard_missing_on_disk_is_named(session, run_id):
 
 
 def test_a_shard_listed_outside_the_samples_folder_is_refused(session, run_id):
-    session.catalog.add_shard(kind="samples", run_id=run_id, split="train", epoch=0, path="catalog.sqlite",
-                              rows=1, bytes=1, min_step=0, max_step=0)  # fmt: skip
+    session.catalog.add_shard(
+        kind="samples",
+        run_id=run_id,
+        split="train",
+        epoch=0,
+        path="catalog.sqlite",
+        rows=1,
+        bytes=1,
+        min_step=0,
+        max_step=0,
+    )
     with pytest.raises(StoreError, match="outside samples/"):
         query.connect(session.dir)
 

@@ -21,22 +21,50 @@ pytestmark = pytest.mark.timeout(60)
 
 NAN = float("nan")
 # epoch 0 and epoch 1 of the "baseline" run (train split); sample 1 is seen twice in epoch 1.
-EPOCH0 = dict(ids=[0, 1, 2, 3, 4, 5], loss=[0.1, 0.9, 0.4, 2.0, 0.7, 1.3], label=[0, 1, 0, 1, 0, 1], pred=[0, 0, 0, 0, 0, 1])
-EPOCH1 = dict(ids=[0, 1, 2, 3, 4, 5, 1], loss=[0.05, 0.5, NAN, 1.5, 0.3, 0.8, 0.7], label=[0, 1, 0, 1, 0, 1, 1], pred=[0, 1, 0, 0, 0, 1, 1])
+EPOCH0 = dict(
+    ids=[0, 1, 2, 3, 4, 5], loss=[0.1, 0.9, 0.4, 2.0, 0.7, 1.3], label=[0, 1, 0, 1, 0, 1], pred=[0, 0, 0, 0, 0, 1]
+)
+EPOCH1 = dict(
+    ids=[0, 1, 2, 3, 4, 5, 1],
+    loss=[0.05, 0.5, NAN, 1.5, 0.3, 0.8, 0.7],
+    label=[0, 1, 0, 1, 0, 1, 1],
+    pred=[0, 1, 0, 0, 0, 1, 1],
+)
 
 
 def add_shard(session, run_id, epoch, rows, *, step=0):
     """One shard of the rows of an epoch (``EPOCH0``/``EPOCH1``), one step a row from ``step``."""
     n = len(rows["ids"])
-    write_samples(session, run_id, epoch=epoch, sample_ids=rows["ids"], losses=rows["loss"],
-                  label=rows["label"], pred=rows["pred"], margin=np.zeros(n), step=np.arange(step, step + n))  # fmt: skip
+    write_samples(
+        session,
+        run_id,
+        epoch=epoch,
+        sample_ids=rows["ids"],
+        losses=rows["loss"],
+        label=rows["label"],
+        pred=rows["pred"],
+        margin=np.zeros(n),
+        step=np.arange(step, step + n),
+    )
 
 
 def summary(run_id, epoch, step, p50, *, split="train"):
     return EpochSummary(
-        run_id=run_id, split=split, epoch=epoch, step=step, count=6, mean=p50 + 0.1, min=0.0, max=2.0,
-        p10=p50 / 4, p50=p50, p90=p50 * 2, p99=p50 * 2.2, hist_edges=[0.0, 1.0, 2.0], hist_counts=[4, 2],
-    )  # fmt: skip
+        run_id=run_id,
+        split=split,
+        epoch=epoch,
+        step=step,
+        count=6,
+        mean=p50 + 0.1,
+        min=0.0,
+        max=2.0,
+        p10=p50 / 4,
+        p50=p50,
+        p90=p50 * 2,
+        p99=p50 * 2.2,
+        hist_edges=[0.0, 1.0, 2.0],
+        hist_counts=[4, 2],
+    )
 
 
 @pytest.fixture
@@ -109,7 +137,9 @@ def test_quantile_bands_are_columnar_per_summarized_pass(setup):
     assert bands["p50"] == pytest.approx([0.8, 0.55, 0.5])
     assert bands["p99"] == pytest.approx([1.76, 1.21, 1.1])
     assert bands["mean"] == pytest.approx([0.9, 0.65, 0.6])
-    assert reports.quantile_bands(con, split="val") == {k: [] for k in ("epoch", "step", "p10", "p50", "p90", "p99", "mean")}
+    assert reports.quantile_bands(con, split="val") == {
+        k: [] for k in ("epoch", "step", "p10", "p50", "p90", "p99", "mean")
+    }
 
 
 def test_trajectory_averages_a_sample_within_each_epoch(setup):
@@ -134,13 +164,27 @@ def test_select_slice_by_loss_range_saves_the_ids(setup):
     session, run_id, con, _ = setup
     out = reports.select_slice(con, session.catalog, name="mid", epoch=0, loss_min=0.35, loss_max=1.0)
     assert out == {
-        "name": "mid", "count": 3, "run": run_id, "split": "train", "epoch": 0,
-        "method": {"loss_min": 0.35, "loss_max": 1.0, "q_min": None, "q_max": None, "ids": None,
-                   "loss_bounds": [0.35, 1.0]},
-    }  # fmt: skip
+        "name": "mid",
+        "count": 3,
+        "run": run_id,
+        "split": "train",
+        "epoch": 0,
+        "method": {
+            "loss_min": 0.35,
+            "loss_max": 1.0,
+            "q_min": None,
+            "q_max": None,
+            "ids": None,
+            "loss_bounds": [0.35, 1.0],
+        },
+    }
     assert ids_of(session, "mid") == [1, 2, 4]
     query.refresh(con, session.dir)
-    assert con.execute("SELECT sample_id FROM slice_members WHERE name = 'mid' ORDER BY 1").fetchall() == [(1,), (2,), (4,)]
+    assert con.execute("SELECT sample_id FROM slice_members WHERE name = 'mid' ORDER BY 1").fetchall() == [
+        (1,),
+        (2,),
+        (4,),
+    ]
 
 
 def test_select_slice_by_quantile_range_uses_the_pass_quantiles(setup):
@@ -166,8 +210,14 @@ def test_select_slice_by_ids_keeps_those_seen_in_the_pass_and_skips_nan_for_rang
 def test_select_slice_refuses_bad_criteria_and_existing_names(setup):
     session, run_id, con, _ = setup
     cat = session.catalog
-    for bad in [{}, {"q_min": 1.5}, {"q_min": 0.8, "q_max": 0.2}, {"loss_min": 2.0, "loss_max": 1.0},
-                {"ids": [0.5]}, {"loss_min": NAN}]:  # fmt: skip
+    for bad in [
+        {},
+        {"q_min": 1.5},
+        {"q_min": 0.8, "q_max": 0.2},
+        {"loss_min": 2.0, "loss_max": 1.0},
+        {"ids": [0.5]},
+        {"loss_min": NAN},
+    ]:
         with pytest.raises(ConfigError):
             reports.select_slice(con, cat, name="x", **bad)
     with pytest.raises(ConfigError, match="name"):
@@ -211,14 +261,21 @@ def test_export_slice_writes_csv_parquet_and_json_rows(hard):
 def test_export_slice_joins_extra_columns_on_sample_id(hard):
     session, run_id, con, root = hard
     extra = pa.table({"sample_id": pa.array([5, 1], pa.int32()), "path": ["e.png", "b.png"]})
-    reports.export_slice(con, session.catalog, name="hard", path="x.parquet", format="parquet", root=root,
-                         extra_columns=extra)  # fmt: skip
+    reports.export_slice(
+        con, session.catalog, name="hard", path="x.parquet", format="parquet", root=root, extra_columns=extra
+    )
     table = pq.read_table(root / "x.parquet")
     assert table.column("sample_id").to_pylist() == [1, 3, 5]
     assert table.column("path").to_pylist() == ["b.png", None, "e.png"]
     with pytest.raises(ConfigError, match="repeats"):
-        reports.export_slice(con, session.catalog, name="hard", path="y.csv", root=root,
-                             extra_columns=pa.table({"sample_id": [1], "loss": [0.0]}))  # fmt: skip
+        reports.export_slice(
+            con,
+            session.catalog,
+            name="hard",
+            path="y.csv",
+            root=root,
+            extra_columns=pa.table({"sample_id": [1], "loss": [0.0]}),
+        )
 
 
 def test_export_slice_refuses_paths_outside_the_root(hard, tmp_path):

@@ -17,9 +17,9 @@ import torch
 
 from onthefly.errors import ConfigError, CorruptFileError, StoreError
 from onthefly.store.catalog.catalog import Catalog
+from onthefly.store.shards.parts import MAX_LIVE_PARTS, ROW_GROUP_ROWS, plan_merge
 from onthefly.store.shards.schema import SAMPLES_SCHEMA, stable_order
 from onthefly.store.shards.summaries import summarize_losses
-from onthefly.store.shards.parts import MAX_LIVE_PARTS, ROW_GROUP_ROWS, plan_merge
 from onthefly.store.shards.writer import ShardWriter
 
 CHILD = Path(__file__).with_name("writer_child.py")
@@ -128,8 +128,10 @@ def test_end_pass_leaves_one_sealed_sorted_shard_and_its_summary(session):
     assert [c.column_index for c in meta.row_group(0).sorting_columns] == [SAMPLES_SCHEMA.get_field_index("sample_id")]
     assert meta.num_row_groups == -(-n_steps * batch // ROW_GROUP_ROWS) >= 3
     col = SAMPLES_SCHEMA.get_field_index("sample_id")
-    bounds = [(meta.row_group(i).column(col).statistics.min, meta.row_group(i).column(col).statistics.max)
-              for i in range(meta.num_row_groups)]  # fmt: skip
+    bounds = [
+        (meta.row_group(i).column(col).statistics.min, meta.row_group(i).column(col).statistics.max)
+        for i in range(meta.num_row_groups)
+    ]
     assert all(lo <= hi < next_lo for (lo, hi), (next_lo, _) in zip(bounds, bounds[1:]))
 
 
@@ -187,8 +189,11 @@ def test_steps_become_one_file_per_run_sorted_by_step_on_close(session):
 
 def test_log_step_writes_what_log_steps_writes(session):
     session_dir, catalog, run = session
-    rows = [{"step": 1, "loss": 0.5, "time": 10.0, "val_acc": None}, {"step": 2, "lr": 0.1, "time": 11.0},
-            {"step": 3, "loss": np.float32(0.25), "time": 12.0}]  # a numpy scalar takes the general path
+    rows = [
+        {"step": 1, "loss": 0.5, "time": 10.0, "val_acc": None},
+        {"step": 2, "lr": 0.1, "time": 11.0},
+        {"step": 3, "loss": np.float32(0.25), "time": 12.0},
+    ]  # a numpy scalar takes the general path
     with ShardWriter(session_dir, catalog) as writer:
         for row in rows:
             writer.log_step(run, row)
@@ -410,9 +415,19 @@ def test_a_reader_querying_while_the_writer_appends_and_compacts_never_fails(ses
     catalog.close()
     steps, batch = 72, 8
     child = spawn_child(
-        session_dir, run, "--steps", str(steps), "--batch", str(batch),
-        "--steps-per-epoch", "36", "--flush-every", "1", "--sleep", "0",
-    )  # fmt: skip
+        session_dir,
+        run,
+        "--steps",
+        str(steps),
+        "--batch",
+        str(batch),
+        "--steps-per-epoch",
+        "36",
+        "--flush-every",
+        "1",
+        "--sleep",
+        "0",
+    )
     counts = []
     with Catalog.open(session_dir / "catalog.sqlite", readonly=True) as reader, duckdb.connect() as con:
         while True:
@@ -440,8 +455,9 @@ def test_scores_become_pred_correct_and_margin_on_the_writers_thread(session):
     with ShardWriter(session_dir, catalog) as writer:
         for s, scores, label in steps:
             writer.log_samples(run, "train", 0, s, np.arange(5) + 5 * s, np.ones(5), label=label, scores=scores)
-        writer.log_samples(run, "train", 0, 9, np.array([99]), np.ones(1), label=np.array([1]),
-                           scores=np.array([[0.0, 1.0, 2.0, 3.0]]))  # another class count in the same part
+        writer.log_samples(
+            run, "train", 0, 9, np.array([99]), np.ones(1), label=np.array([1]), scores=np.array([[0.0, 1.0, 2.0, 3.0]])
+        )  # another class count in the same part
         writer.log_samples(run, "train", 0, 10, np.array([100]), np.ones(1))  # no fields at all
         writer.flush()
         table = read_shards(session_dir, catalog.active_shards("samples")).sort_by("sample_id")
@@ -449,7 +465,10 @@ def test_scores_become_pred_correct_and_margin_on_the_writers_thread(session):
     assert table.column("pred").to_pylist()[:20] == want["pred"].tolist()
     assert table.column("correct").to_pylist()[:20] == want["correct"].tolist()
     assert np.allclose(table.column("margin").to_pylist()[:20], want["margin"])
-    assert table.column("pred").to_pylist()[20:] == [3, None] and table.column("correct").to_pylist()[20:] == [False, None]
+    assert table.column("pred").to_pylist()[20:] == [3, None] and table.column("correct").to_pylist()[20:] == [
+        False,
+        None,
+    ]
     assert "scores" not in table.column_names
 
 
@@ -461,8 +480,17 @@ def test_scores_are_checked_when_logged(session):
         with pytest.raises(ConfigError, match="without label"):
             writer.log_samples(run, "train", 0, 0, np.arange(2), np.ones(2), scores=np.ones((2, 3)))
         with pytest.raises(ConfigError, match="not both"):
-            writer.log_samples(run, "train", 0, 0, np.arange(2), np.ones(2), label=np.arange(2),
-                               pred=np.arange(2), scores=np.ones((2, 3)))
+            writer.log_samples(
+                run,
+                "train",
+                0,
+                0,
+                np.arange(2),
+                np.ones(2),
+                label=np.arange(2),
+                pred=np.arange(2),
+                scores=np.ones((2, 3)),
+            )
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="thread priorities are per thread only on Linux")

@@ -21,14 +21,22 @@ EPOCHS = 3
 def train(*, during=None, max_epochs=EPOCHS):
     model, optimizer, scheduler = build()
     train_loader, val_loader, test_loader = loaders()
-    trainer = Trainer(project="det", max_epochs=max_epochs, val_every_n_epochs=1, connect_dashboard=False,
-                      progress=False)
+    trainer = Trainer(
+        project="det", max_epochs=max_epochs, val_every_n_epochs=1, connect_dashboard=False, progress=False
+    )
     worker = None
     if during is not None:
         worker = threading.Thread(target=during, args=(trainer,), daemon=True)
         worker.start()
-    trainer.fit(model=model, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), train_loader=train_loader,
-                val_loader=val_loader, test_loader=test_loader, scheduler=scheduler)
+    trainer.fit(
+        model=model,
+        optimizer=optimizer,
+        loss_fn=nn.CrossEntropyLoss(),
+        train_loader=train_loader,
+        val_loader=val_loader,
+        test_loader=test_loader,
+        scheduler=scheduler,
+    )
     if worker is not None:
         worker.join(timeout=30)
     trainer.close()
@@ -87,9 +95,9 @@ def test_a_run_resumed_from_a_checkpoint_in_a_new_process_matches_bitwise(tmp_pa
     straight = load_file(tmp_path / "straight.safetensors")
     resumed = load_file(tmp_path / "resumed.safetensors")
     assert_bitwise_equal(straight, resumed)
-    assert not all(
-        (straight[k] == load_file(tmp_path / "first.safetensors")[k]).all() for k in straight
-    ), "the resumed process trained nothing"
+    assert not all((straight[k] == load_file(tmp_path / "first.safetensors")[k]).all() for k in straight), (
+        "the resumed process trained nothing"
+    )
 
 
 def test_an_epoch_checkpoint_written_while_training_goes_on_holds_that_epochs_state(monkeypatch):
@@ -106,8 +114,14 @@ def test_an_epoch_checkpoint_written_while_training_goes_on_holds_that_epochs_st
     model, optimizer, scheduler = build()
     train_loader, val_loader, _ = loaders()
     trainer = Trainer(project="det", max_epochs=2, val_every_n_epochs=1, connect_dashboard=False, progress=False)
-    trainer.fit(model=model, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), train_loader=train_loader,
-                val_loader=val_loader, scheduler=scheduler)
+    trainer.fit(
+        model=model,
+        optimizer=optimizer,
+        loss_fn=nn.CrossEntropyLoss(),
+        train_loader=train_loader,
+        val_loader=val_loader,
+        scheduler=scheduler,
+    )
     store = trainer.recorder.files()
     listed = store.catalog.checkpoints()  # fit returned: every epoch checkpoint is written and listed
     assert [(c.reason, c.epoch) for c in listed] == [("epoch", 1), ("epoch", 2), ("final", 2)]

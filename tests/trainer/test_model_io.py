@@ -34,17 +34,35 @@ VOCAB, B, T = 50, 4, 7
 
 
 def tiny_gpt2():
-    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=VOCAB, n_positions=32,
-                                     bos_token_id=0, eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0,
-                                     attn_pdrop=0.0)
+    config = transformers.GPT2Config(
+        n_layer=1,
+        n_head=2,
+        n_embd=16,
+        vocab_size=VOCAB,
+        n_positions=32,
+        bos_token_id=0,
+        eos_token_id=0,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     torch.manual_seed(0)
     return transformers.GPT2LMHeadModel(config)
 
 
 def tiny_bert(num_labels: int = 3, **extra):
-    config = transformers.BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=32, max_position_embeddings=32, num_labels=num_labels,
-                                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **extra)
+    config = transformers.BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        num_labels=num_labels,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        **extra,
+    )
     torch.manual_seed(0)
     return transformers.BertForSequenceClassification(config)
 
@@ -56,8 +74,12 @@ def lm_batch():
     labels[1, 4:] = -100  # padding
     labels[2, 0] = -100  # a prompt token
     labels[3, 1:] = -100  # only the first token kept: after the shift nothing is left
-    return {"input_ids": input_ids, "attention_mask": torch.ones(B, T, dtype=torch.long), "labels": labels,
-            "idx": torch.arange(B)}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones(B, T, dtype=torch.long),
+        "labels": labels,
+        "idx": torch.arange(B),
+    }
 
 
 def hand_causal_lm(logits: torch.Tensor, labels: torch.Tensor) -> list[float]:
@@ -95,8 +117,12 @@ def test_a_transformers_batch_is_spread_with_labels_and_without_ids() -> None:
 
 def test_a_label_key_is_passed_as_labels_and_unnamed_keys_are_left_out() -> None:
     model = tiny_bert()
-    batch = {"input_ids": torch.zeros(2, 3, dtype=torch.long), "label": torch.tensor([0, 1]),
-             "text_length": torch.tensor([3, 3]), "sample_id": torch.tensor([5, 6])}
+    batch = {
+        "input_ids": torch.zeros(2, 3, dtype=torch.long),
+        "label": torch.tensor([0, 1]),
+        "text_length": torch.tensor([3, 3]),
+        "sample_id": torch.tensor([5, 6]),
+    }
     assert spread_plan(model, batch) == SpreadPlan(inputs=("input_ids",), label_key="label", label_arg="labels")
 
 
@@ -178,8 +204,9 @@ def test_token_per_sample_matches_a_hand_computation_with_shift_and_ignored_toke
     expected = hand_causal_lm(logits, labels)
     assert tokens.tolist() == [T - 1, 3, T - 1, 0]
     assert torch.isnan(values[3]) and values.dtype == torch.float32
-    torch.testing.assert_close(values[:3].double(), torch.tensor(expected[:3], dtype=torch.float64),
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        values[:3].double(), torch.tensor(expected[:3], dtype=torch.float64), rtol=1e-5, atol=1e-6
+    )
     unshifted, counts = token_per_sample(logits, labels, shift=False)
     assert counts.tolist() == [T, 4, T - 1, 1]
     direct = F.cross_entropy(logits[3, 0], labels[3, 0])
@@ -195,11 +222,13 @@ def test_gpt2_per_sequence_values_weighted_by_tokens_equal_its_own_loss() -> Non
     assert loss.task == "causal_lm" and loss.method == "model_output"
     assert result.loss is out.loss  # the model's own loss is backpropagated
     expected = hand_causal_lm(out.logits.detach(), batch["labels"])
-    torch.testing.assert_close(result.per_sample[:3].double(), torch.tensor(expected[:3], dtype=torch.float64),
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        result.per_sample[:3].double(), torch.tensor(expected[:3], dtype=torch.float64), rtol=1e-5, atol=1e-6
+    )
     assert torch.isnan(result.per_sample[3])
-    torch.testing.assert_close(token_weighted_mean(result.per_sample, loss.tokens), out.loss.detach(),
-                               rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(
+        token_weighted_mean(result.per_sample, loss.tokens), out.loss.detach(), rtol=1e-6, atol=1e-7
+    )
     loss.check(out, batch["labels"], batch_size=B)  # consistent: no error
     result.loss.backward()
     assert model.lm_head.weight.grad is not None
@@ -215,15 +244,21 @@ def test_without_labels_in_the_call_the_reduced_loss_equals_transformers_and_has
     assert result.loss.requires_grad
 
 
-@pytest.mark.parametrize("num_labels, problem, labels", [
-    (3, "single_label_classification", torch.tensor([0, 2, 1, 2])),
-    (1, "regression", torch.tensor([0.5, -1.0, 2.0, 0.0])),
-    (3, "multi_label_classification", torch.tensor([[1.0, 0, 1], [0, 0, 0], [1, 1, 1], [0, 1, 0]])),
-])
+@pytest.mark.parametrize(
+    "num_labels, problem, labels",
+    [
+        (3, "single_label_classification", torch.tensor([0, 2, 1, 2])),
+        (1, "regression", torch.tensor([0.5, -1.0, 2.0, 0.0])),
+        (3, "multi_label_classification", torch.tensor([[1.0, 0, 1], [0, 0, 0], [1, 1, 1], [0, 1, 0]])),
+    ],
+)
 def test_bert_classifier_rows_match_a_hand_computation_and_average_to_its_loss(num_labels, problem, labels) -> None:
     model = tiny_bert(num_labels).eval()
-    batch = {"input_ids": torch.randint(1, VOCAB, (B, 5), generator=torch.Generator().manual_seed(3)),
-             "attention_mask": torch.ones(B, 5, dtype=torch.long), "labels": labels}
+    batch = {
+        "input_ids": torch.randint(1, VOCAB, (B, 5), generator=torch.Generator().manual_seed(3)),
+        "attention_mask": torch.ones(B, 5, dtype=torch.long),
+        "labels": labels,
+    }
     out = call_spread(model, batch, spread_plan(model, batch))
     assert model.config.problem_type == problem == problem_type_of(out.logits, labels)
     loss = ModelOutputLoss(model)
@@ -263,8 +298,11 @@ def test_task_of_reads_loss_type_class_names_and_shapes() -> None:
     assert task_of(nn.Linear(1, 1), torch.zeros(2, 3), torch.zeros(2)) == "sequence"
     assert task_of(nn.Linear(1, 1), torch.zeros(2, 3, 5), torch.zeros(2, 3)) == "token"
     assert task_of(nn.Linear(1, 1), torch.zeros(2, 3, 5), torch.zeros(4)) is None
-    masked = transformers.BertForMaskedLM(transformers.BertConfig(
-        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
+    masked = transformers.BertForMaskedLM(
+        transformers.BertConfig(
+            vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        )
+    )
     assert task_of(masked, torch.zeros(2, 3, VOCAB), torch.zeros(2, 3, dtype=torch.long)) == "token"
 
 

@@ -11,7 +11,6 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from onthefly.errors import ConfigError
-from onthefly.store.checkpoints.checkpoints import load_checkpoint, save_checkpoint
 from onthefly.session.console import Console
 from onthefly.session.sampling import TrackedLoader
 from onthefly.session.streams import (
@@ -27,6 +26,7 @@ from onthefly.session.streams import (
     restore_loader,
     stream_position,
 )
+from onthefly.store.checkpoints.checkpoints import load_checkpoint, save_checkpoint
 
 StatefulDataLoader = pytest.importorskip("torchdata.stateful_dataloader").StatefulDataLoader
 
@@ -116,8 +116,9 @@ def test_tracked_loader_on_a_stream_uses_id_keys_positions_or_the_callable() -> 
     for epoch in range(2):  # positions are epoch-local
         plain.set_epoch(epoch)
         assert [ids.tolist() for ids, _ in plain] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
-    called = TrackedLoader(DataLoader(Stream(), batch_size=5), seed=0,
-                           sample_ids=lambda b: (b["x"].view(-1) * 2).long())
+    called = TrackedLoader(
+        DataLoader(Stream(), batch_size=5), seed=0, sample_ids=lambda b: (b["x"].view(-1) * 2).long()
+    )
     assert [ids.tolist() for ids, _ in called] == [[0, 2, 4, 6, 8], [10, 12, 14, 16, 18]]
 
 
@@ -199,8 +200,9 @@ def test_resuming_a_stateful_loader_gives_exactly_the_remaining_batches(tmp_path
     batches = iter(loader)
     trained = [values(next(batches)) for _ in range(2)]
     path = tmp_path / "ck.safetensors"
-    save_checkpoint(path, model={"w": torch.zeros(1)},
-                    sampler={"stream": stream_position(loader, batches=2, samples=4)})
+    save_checkpoint(
+        path, model={"w": torch.zeros(1)}, sampler={"stream": stream_position(loader, batches=2, samples=4)}
+    )
     del batches, loader
     fresh = make()
     pairs, message = restore_loader(fresh, load_checkpoint(path).sampler["stream"], batches_seen=2)

@@ -3,14 +3,11 @@ steps and the errors given before training starts."""
 
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import duckdb
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -26,8 +23,9 @@ SEED_SCRIPT = Path(__file__).resolve().parents[1] / "fixtures" / "seed_minimal_s
 
 def test_the_readme_minimal_script_runs_unchanged_and_records_every_sample(tmp_path, isolated_store):
     env = dict(os.environ)
-    out = subprocess.run([sys.executable, str(SEED_SCRIPT)], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(SEED_SCRIPT)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     con = onthefly.sql(home=isolated_store)
     counts = dict(con.execute("SELECT split, count(*) FROM samples GROUP BY split").fetchall())
@@ -35,7 +33,8 @@ def test_the_readme_minimal_script_runs_unchanged_and_records_every_sample(tmp_p
     # every training sample exactly once per epoch, ids from the base dataset
     per_epoch = con.execute(
         "SELECT epoch, count(DISTINCT sample_id), min(sample_id) >= 0, max(sample_id) < 4096 "
-        "FROM samples WHERE split = 'train' GROUP BY epoch ORDER BY epoch").fetchall()
+        "FROM samples WHERE split = 'train' GROUP BY epoch ORDER BY epoch"
+    ).fetchall()
     assert per_epoch == [(e, 3072, True, True) for e in range(3)]
     assert con.execute("SELECT count(*) FROM tests").fetchone()[0] == 1
     assert con.execute("SELECT count(*) FROM epochs WHERE split = 'train'").fetchone()[0] == 3
@@ -54,14 +53,15 @@ def test_per_sample_rows_equal_the_loss_computed_by_hand():
     trainer.fit(model=model, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(), train_loader=loader)
     rows = trainer.session.query(
         "SELECT epoch, sample_id, loss, label, pred, correct, margin FROM samples WHERE split = 'train' "
-        "ORDER BY epoch, sample_id")["rows"]
+        "ORDER BY epoch, sample_id"
+    )["rows"]
     trainer.close()
     assert len(rows) == 2 * 96
     with torch.no_grad():
         logits = x @ frozen["weight"].T + frozen["bias"]
         expected = nn.functional.cross_entropy(logits, y, reduction="none")
         probs = logits.softmax(-1).sort(-1, descending=True).values
-    for epoch, sid, loss, label, pred, correct, margin in rows:
+    for _epoch, sid, loss, label, pred, correct, margin in rows:
         assert loss == pytest.approx(float(expected[sid]), rel=1e-5, abs=1e-6)
         assert label == int(y[sid]) and pred == int(logits[sid].argmax())
         assert correct == (label == pred)
@@ -88,8 +88,12 @@ def test_labels_stay_right_when_the_loader_reuses_its_batch_buffers():
     model = nn.Linear(5, 3)
     loader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True, collate_fn=ReusedBuffers(8, 5))
     trainer = Trainer(project="rows", max_epochs=1, connect_dashboard=False, progress=False)
-    trainer.fit(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=nn.CrossEntropyLoss(),
-                train_loader=loader)
+    trainer.fit(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        loss_fn=nn.CrossEntropyLoss(),
+        train_loader=loader,
+    )
     rows = trainer.session.query("SELECT sample_id, label FROM samples ORDER BY sample_id")["rows"]
     trainer.close()
     assert [tuple(r) for r in rows] == [(i, int(y[i])) for i in range(96)]
@@ -135,8 +139,9 @@ def test_five_nonfinite_steps_in_a_row_raise_naming_the_step_and_samples():
     start = weights(model)
     trainer = Trainer(project="nan", max_epochs=1, connect_dashboard=False, progress=False)
     with pytest.raises(TrainingError, match=r"5 steps in a row.*step 1.*samples \["):
-        trainer.fit(model=model, optimizer=optimizer, loss_fn=NaNAfter(bad=set(range(1, 100))),
-                    train_loader=train_loader)
+        trainer.fit(
+            model=model, optimizer=optimizer, loss_fn=NaNAfter(bad=set(range(1, 100))), train_loader=train_loader
+        )
     for k, v in weights(model).items():
         assert torch.equal(v, start[k]), "a non-finite step changed the model"
     assert trainer.session.status()["state"] == "finished"
@@ -148,8 +153,12 @@ def test_a_loader_the_model_cannot_take_is_refused_before_training():
     loader = DataLoader(TensorDataset(torch.randn(8, 7), torch.zeros(8, dtype=torch.long)), batch_size=4)
     trainer = Trainer(project="bad", max_epochs=1, connect_dashboard=False, progress=False)
     with pytest.raises(ConfigError, match=r"first batch of train_loader \(tensor \(4, 7\).*mat1 and mat2"):
-        trainer.fit(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-                    loss_fn=nn.CrossEntropyLoss(), train_loader=loader)
+        trainer.fit(
+            model=model,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            loss_fn=nn.CrossEntropyLoss(),
+            train_loader=loader,
+        )
     trainer.close()
 
 
@@ -163,8 +172,12 @@ def test_a_checkpoint_of_another_model_is_refused_with_the_keys():
     other = nn.Sequential(nn.Linear(8, 3))
     with pytest.raises(ConfigError, match="does not match this model"):
         Trainer(project="b", max_steps=2, connect_dashboard=False, progress=False).fit(
-            model=other, optimizer=torch.optim.SGD(other.parameters(), lr=0.1),
-            loss_fn=nn.CrossEntropyLoss(), train_loader=train_loader, resume_from=checkpoint)
+            model=other,
+            optimizer=torch.optim.SGD(other.parameters(), lr=0.1),
+            loss_fn=nn.CrossEntropyLoss(),
+            train_loader=train_loader,
+            resume_from=checkpoint,
+        )
 
 
 def test_arguments_are_checked_when_the_trainer_is_built():

@@ -22,9 +22,14 @@ def fit(*, batch_size, model=None, lr=0.1, scheduler=None, optimizer=None, val=F
     optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=lr)
     scheduler = scheduler(optimizer) if callable(scheduler) else scheduler
     trainer = Trainer(project="opts", connect_dashboard=False, progress=False, **options)
-    trainer.fit(model=model, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(),
-                train_loader=DataLoader(data(), batch_size=batch_size, shuffle=True),
-                val_loader=DataLoader(data(32, seed=1), batch_size=16) if val else None, scheduler=scheduler)
+    trainer.fit(
+        model=model,
+        optimizer=optimizer,
+        loss_fn=nn.CrossEntropyLoss(),
+        train_loader=DataLoader(data(), batch_size=batch_size, shuffle=True),
+        val_loader=DataLoader(data(32, seed=1), batch_size=16) if val else None,
+        scheduler=scheduler,
+    )
     steps = trainer.session.query("SELECT step, epoch, lr, grad_norm FROM steps ORDER BY step")["rows"]
     vals = trainer.session.query("SELECT epoch FROM epochs WHERE split = 'val' ORDER BY epoch")["rows"]
     trainer.close()
@@ -53,14 +58,19 @@ def test_validation_runs_every_n_epochs_only():
 
 
 def test_a_per_step_scheduler_moves_the_learning_rate_every_step():
-    _, steps, _ = fit(batch_size=16, max_epochs=1, scheduler_interval="step",
-                      scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5))
+    _, steps, _ = fit(
+        batch_size=16,
+        max_epochs=1,
+        scheduler_interval="step",
+        scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5),
+    )
     assert [round(s[2], 6) for s in steps] == [0.05, 0.025, 0.0125, 0.00625]
 
 
 def test_an_epoch_scheduler_moves_the_learning_rate_after_each_epoch():
-    _, steps, _ = fit(batch_size=32, max_epochs=2,
-                      scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5))
+    _, steps, _ = fit(
+        batch_size=32, max_epochs=2, scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    )
     assert [round(s[2], 6) for s in steps] == [0.1, 0.1, 0.05, 0.05]
 
 
@@ -81,11 +91,17 @@ def test_reduce_on_plateau_gets_the_validation_loss():
     scheduler = RecordingPlateau(optimizer, seen)
     torch.manual_seed(3)
     trainer = Trainer(project="opts", max_epochs=3, val_every_n_epochs=1, connect_dashboard=False, progress=False)
-    trainer.fit(model=model, optimizer=optimizer, loss_fn=nn.CrossEntropyLoss(),
-                train_loader=DataLoader(data(), batch_size=32, shuffle=True),
-                val_loader=DataLoader(data(32, seed=1), batch_size=16), scheduler=scheduler)
-    val_means = [r[0] for r in trainer.session.query(
-        "SELECT mean FROM epochs WHERE split = 'val' ORDER BY epoch")["rows"]]
+    trainer.fit(
+        model=model,
+        optimizer=optimizer,
+        loss_fn=nn.CrossEntropyLoss(),
+        train_loader=DataLoader(data(), batch_size=32, shuffle=True),
+        val_loader=DataLoader(data(32, seed=1), batch_size=16),
+        scheduler=scheduler,
+    )
+    val_means = [
+        r[0] for r in trainer.session.query("SELECT mean FROM epochs WHERE split = 'val' ORDER BY epoch")["rows"]
+    ]
     trainer.close()
     assert len(seen) == 3
     assert all(abs(a - b) < 1e-6 for a, b in zip(seen, val_means))

@@ -141,8 +141,7 @@ def name_problem(name: str) -> str | None:
     kind = rest.split("/", 1)[0]
     if kind not in FILE_KINDS or kind == "catalog" or "/" not in rest or (rank is not None and kind == "checkpoints"):
         return (
-            "is outside the bundle layout (manifest.json, catalog.sqlite, samples/, steps/, checkpoints/, "
-            "ranks/<r>/)"
+            "is outside the bundle layout (manifest.json, catalog.sqlite, samples/, steps/, checkpoints/, ranks/<r>/)"
         )
     if not all(_COMPONENT.fullmatch(part) for part in rest.split("/")[1:]):
         return "has a component that is not a plain file name"
@@ -206,9 +205,7 @@ def mode_problem(external_attr: int) -> str | None:
     return f"is {names.get(kind, f'a special file (mode {mode:o})')}"
 
 
-def size_problems(
-    entries: Sequence[tuple[str, int, int, bool]], *, limits: Limits = DEFAULT_LIMITS
-) -> list[str]:
+def size_problems(entries: Sequence[tuple[str, int, int, bool]], *, limits: Limits = DEFAULT_LIMITS) -> list[str]:
     """Size and ratio problems of a bundle's entries (zip-bomb checks).
 
     Args:

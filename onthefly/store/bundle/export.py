@@ -312,8 +312,7 @@ def _write_zip(snapshot: Snapshot, partial: Path, progress: Callable[[int], None
     # A checkpoint's sha256 is the one recorded when it was saved: not hashed
     # again here; an import checks the bytes against it, so damage shows there.
     sources = [
-        (snapshot.dir / f.path, f.path, f.checkpoint.sha256.lower() if f.checkpoint else None)
-        for f in snapshot.files
+        (snapshot.dir / f.path, f.path, f.checkpoint.sha256.lower() if f.checkpoint else None) for f in snapshot.files
     ]
     write_zip(sources, partial, manifest_name=MANIFEST, manifest=manifest, progress=progress)
 

@@ -271,9 +271,17 @@ def _members(infos: list[zipfile.ZipInfo], manifest: dict[str, Any], bundle: Pat
         if info.file_size != entry["bytes"]:
             problems.append(f"{name} holds {info.file_size} bytes, its manifest says {entry['bytes']}")
         members.append(
-            Member(info=info, path=name, bytes=entry["bytes"], sha256=entry["sha256"], kind=kind_of(name),
-                   run=entry.get("run"), checkpoint=entry.get("checkpoint"), rank=split_rank(name)[0])
-        )  # fmt: skip
+            Member(
+                info=info,
+                path=name,
+                bytes=entry["bytes"],
+                sha256=entry["sha256"],
+                kind=kind_of(name),
+                run=entry.get("run"),
+                checkpoint=entry.get("checkpoint"),
+                rank=split_rank(name)[0],
+            )
+        )
     if problems:
         raise refusal(bundle, problems)
     return members

@@ -75,7 +75,7 @@ def _check_checkpoint(path: Path, name: str, bundle: Path) -> None:
     try:
         with safe_open(str(path), framework="numpy") as f:
             metadata = f.metadata() or {}
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+    except Exception as exc:
         raise refusal(bundle, [f"{name} is not a valid safetensors file ({exc})"]) from exc
     if metadata.get(CHECKPOINT_FORMAT[0]) != CHECKPOINT_FORMAT[1]:
         raise refusal(bundle, [f"{name} is a safetensors file but not an OnTheFly checkpoint"])
@@ -122,8 +122,11 @@ def check_catalog(scratch: Path, manifest: dict[str, Any], members: list[Member]
     by_rank: dict[int | None, set[str]] = {}
     for member in members:
         by_rank.setdefault(member.rank, set()).add(member.path)
-    problems = [f"it holds files of rank {r} without {RANKS_DIR}/{r}/{CATALOG}" for r in sorted(r for r in by_rank if r)
-                if f"{RANKS_DIR}/{r}/{CATALOG}" not in by_rank[r]]  # fmt: skip
+    problems = [
+        f"it holds files of rank {r} without {RANKS_DIR}/{r}/{CATALOG}"
+        for r in sorted(r for r in by_rank if r)
+        if f"{RANKS_DIR}/{r}/{CATALOG}" not in by_rank[r]
+    ]
     run_ids: set[str] = set()
     for name in catalog_paths(members):
         rank, _ = split_rank(name)
@@ -197,8 +200,11 @@ def _check_schema_objects(path: Path, name: str, bundle: Path) -> None:
     problems = [
         f"{name} holds a {kind} ({obj!r}); catalogs hold none" for kind, obj in objects if kind in ("trigger", "view")
     ]
-    problems += [f"{name} holds a table {obj!r} that is not OnTheFly's" for kind, obj in objects
-                 if kind == "table" and obj not in _KNOWN_TABLES]  # fmt: skip
+    problems += [
+        f"{name} holds a table {obj!r} that is not OnTheFly's"
+        for kind, obj in objects
+        if kind == "table" and obj not in _KNOWN_TABLES
+    ]
     if not verdict or verdict[0] != "ok":
         problems.append(f"{name} fails SQLite's integrity check ({verdict[0] if verdict else 'no answer'})")
     if problems:

@@ -95,10 +95,18 @@ class ZipWriter:
             entry.compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
         extra = struct.pack("<HHQQ", 1, 16, size, 0) if zip64 else b""
         header = _LOCAL.pack(
-            0x04034B50, _NEEDS_ZIP64 if zip64 else _NEEDS_DEFLATE, 0, _DEFLATED if deflate else _STORED,
-            dos_time, dos_date, 0, ZIP64_LIMIT if zip64 else 0, ZIP64_LIMIT if zip64 else size,
-            len(encoded), len(extra),
-        )  # fmt: skip
+            0x04034B50,
+            _NEEDS_ZIP64 if zip64 else _NEEDS_DEFLATE,
+            0,
+            _DEFLATED if deflate else _STORED,
+            dos_time,
+            dos_date,
+            0,
+            ZIP64_LIMIT if zip64 else 0,
+            ZIP64_LIMIT if zip64 else size,
+            len(encoded),
+            len(extra),
+        )
         self._put(header + encoded + extra)
         self._open = entry
         return entry
@@ -165,9 +173,24 @@ class ZipWriter:
         extra = struct.pack(f"<HH{len(fields)}Q", 1, 8 * len(fields), *fields) if fields else b""
         needs = _NEEDS_ZIP64 if fields else _NEEDS_DEFLATE
         header = _CENTRAL.pack(
-            0x02014B50, _MADE_BY, needs, 0, _DEFLATED if entry.deflate else _STORED, entry.dos_time,
-            entry.dos_date, entry.crc, csize, usize, len(entry.name), len(extra), 0, 0, 0, _FILE_MODE, offset,
-        )  # fmt: skip
+            0x02014B50,
+            _MADE_BY,
+            needs,
+            0,
+            _DEFLATED if entry.deflate else _STORED,
+            entry.dos_time,
+            entry.dos_date,
+            entry.crc,
+            csize,
+            usize,
+            len(entry.name),
+            len(extra),
+            0,
+            0,
+            0,
+            _FILE_MODE,
+            offset,
+        )
         return header + entry.name + extra
 
     def _put(self, data: bytes | memoryview) -> None:

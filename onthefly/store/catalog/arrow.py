@@ -69,9 +69,7 @@ def arrow_select(name: str, columns: Sequence[Column]) -> str:
     _check(name)
     if name == "slice_members":
         return _SLICE_MEMBERS
-    selected = [
-        f"NULLIF({c}, 'null') AS {c}" if kind.upper() == "JSON" else c for c, kind in _kept(name, columns)
-    ]
+    selected = [f"NULLIF({c}, 'null') AS {c}" if kind.upper() == "JSON" else c for c, kind in _kept(name, columns)]
     return f"SELECT {', '.join(selected)} FROM {name} ORDER BY rowid"  # write order
 
 
@@ -101,7 +99,7 @@ def arrow_table(name: str, columns: Sequence[Column], rows: Sequence[Any]) -> pa
     kept = _kept(name, columns)
     schema = pa.schema([pa.field(c, _arrow_type(kind)) for c, kind in kept])
     data = {c: [row[i] for row in rows] for i, (c, _) in enumerate(kept)}
-    for c, kind in kept:
+    for c, _kind in kept:
         if schema.field(c).type == pa.bool_():  # SQLite keeps booleans as 0 and 1
             data[c] = [None if v is None else bool(v) for v in data[c]]
     return pa.table(data, schema=schema)

@@ -41,7 +41,6 @@ from onthefly.store.catalog.rows import (
     RUN_KINDS,
     RUN_STATUSES,
     SESSION_ORIGINS,
-    SHARD_KINDS,  # noqa: F401  (re-exported for callers of this module)
     checkpoint_info,
     choice,
     epoch_summary,
@@ -163,8 +162,7 @@ class Catalog:
         path = Path(path)
         if readonly and not path.is_file():
             raise MissingFileError(
-                f"catalog {path} does not exist: check the session id (list sessions with "
-                "`onthefly ls`)"
+                f"catalog {path} does not exist: check the session id (list sessions with `onthefly ls`)"
             )
         if not readonly:
             migrate.upgrade(path)
@@ -218,9 +216,7 @@ class Catalog:
                     conn.execute("COMMIT")
             except sqlite3.IntegrityError as exc:
                 self._rollback(conn)
-                raise StoreError(
-                    f"catalog {self.path} refused the write ({exc}): check the ids passed"
-                ) from exc
+                raise StoreError(f"catalog {self.path} refused the write ({exc}): check the ids passed") from exc
             except BaseException:
                 self._rollback(conn)
                 raise
@@ -260,10 +256,18 @@ class Catalog:
                 )
             running_on = {"host": socket.gethostname(), "pid": os.getpid(), "package_version": __version__}
             if _one(c, "SELECT id FROM sessions WHERE id = ?", [session_id]) is None:
-                _insert(c, "sessions", {
-                    "id": session_id, "project": project, "created_at": time.time(), "origin": origin,
-                    **running_on, "meta": json_text(meta),
-                })  # fmt: skip
+                _insert(
+                    c,
+                    "sessions",
+                    {
+                        "id": session_id,
+                        "project": project,
+                        "created_at": time.time(),
+                        "origin": origin,
+                        **running_on,
+                        "meta": json_text(meta),
+                    },
+                )
             else:
                 if meta is not None:
                     running_on["meta"] = json_text(meta)
@@ -318,10 +322,20 @@ class Catalog:
                 raise StoreError(f"catalog {self.path} has no session yet: call init_session first")
             if _one(c, "SELECT id FROM runs WHERE id = ?", [run_id]) is not None:
                 raise StoreError(f"run {run_id} already exists in {self.path}: pass another run_id or none")
-            _insert(c, "runs", {
-                "id": run_id, "session_id": session["id"], "name": name, "kind": kind, "status": status,
-                "created_at": time.time(), "config": json_text(config), "hparams": json_text(hparams),
-            })  # fmt: skip
+            _insert(
+                c,
+                "runs",
+                {
+                    "id": run_id,
+                    "session_id": session["id"],
+                    "name": name,
+                    "kind": kind,
+                    "status": status,
+                    "created_at": time.time(),
+                    "config": json_text(config),
+                    "hparams": json_text(hparams),
+                },
+            )
             for parent, role in pairs:
                 _insert(c, "run_edges", {"child_id": run_id, "parent_id": parent, "role": role})
             return run_info(_one(c, "SELECT * FROM runs WHERE id = ?", [run_id]), pairs)
@@ -353,10 +367,7 @@ class Catalog:
         row = _one(c, "SELECT * FROM runs WHERE id = ?", [run_id])
         if row is None:
             known = _column(c, "SELECT id FROM runs ORDER BY created_at")
-            raise StoreError(
-                f"no run {run_id!r} in {self.path}; known runs: {_listing(known)}: "
-                "pass one of these ids"
-            )
+            raise StoreError(f"no run {run_id!r} in {self.path}; known runs: {_listing(known)}: pass one of these ids")
         return row
 
     @staticmethod
@@ -374,12 +385,22 @@ class Catalog:
             self._require_run(c, info.run_id)
             if _one(c, "SELECT id FROM checkpoints WHERE id = ?", [info.id]) is not None:
                 raise StoreError(f"checkpoint {info.id} already exists in {self.path}: use a new id")
-            _insert(c, "checkpoints", {
-                "id": info.id, "run_id": info.run_id, "step": int(info.step), "epoch": int(info.epoch),
-                "reason": info.reason, "path": str(info.path), "bytes": int(info.bytes),
-                "sha256": info.sha256, "holds": json_text([str(h) for h in info.holds]),
-                "created_at": float(info.created_at),
-            })  # fmt: skip
+            _insert(
+                c,
+                "checkpoints",
+                {
+                    "id": info.id,
+                    "run_id": info.run_id,
+                    "step": int(info.step),
+                    "epoch": int(info.epoch),
+                    "reason": info.reason,
+                    "path": str(info.path),
+                    "bytes": int(info.bytes),
+                    "sha256": info.sha256,
+                    "holds": json_text([str(h) for h in info.holds]),
+                    "created_at": float(info.created_at),
+                },
+            )
 
     def checkpoint(self, checkpoint_id: str) -> CheckpointInfo:
         """One checkpoint by id; StoreError listing the known ones when it is not there."""
@@ -388,8 +409,7 @@ class Catalog:
             if row is None:
                 known = _column(c, "SELECT id FROM checkpoints ORDER BY created_at")
                 raise StoreError(
-                    f"no checkpoint {checkpoint_id!r} in {self.path}; known: {_listing(known)}: "
-                    "pass one of these ids"
+                    f"no checkpoint {checkpoint_id!r} in {self.path}; known: {_listing(known)}: pass one of these ids"
                 )
             return checkpoint_info(row)
 
@@ -413,10 +433,19 @@ class Catalog:
         """Record an evaluation of a run on a split."""
         with self._transaction(write=True) as c:
             self._require_run(c, run_id)
-            test_id = _insert(c, "tests", {
-                "run_id": run_id, "step": int(step), "epoch": int(epoch), "split": split,
-                "loss": opt_float(loss), "metrics": json_text(metrics), "created_at": time.time(),
-            })  # fmt: skip
+            test_id = _insert(
+                c,
+                "tests",
+                {
+                    "run_id": run_id,
+                    "step": int(step),
+                    "epoch": int(epoch),
+                    "split": split,
+                    "loss": opt_float(loss),
+                    "metrics": json_text(metrics),
+                    "created_at": time.time(),
+                },
+            )
             return test_info(_one(c, "SELECT * FROM tests WHERE id = ?", [test_id]))
 
     def tests(self, run_id: str | None = None) -> list[TestInfo]:
@@ -463,10 +492,20 @@ class Catalog:
                         "overwrite it or choose another name"
                     )
                 c.execute("DELETE FROM slices WHERE name = ?", (name,))
-            slice_id = _insert(c, "slices", {
-                "name": name, "run_id": run_id, "split": split, "epoch": opt_int(epoch),
-                "method": json_text(method), "count": count, "sample_ids": blob, "created_at": time.time(),
-            })  # fmt: skip
+            slice_id = _insert(
+                c,
+                "slices",
+                {
+                    "name": name,
+                    "run_id": run_id,
+                    "split": split,
+                    "epoch": opt_int(epoch),
+                    "method": json_text(method),
+                    "count": count,
+                    "sample_ids": blob,
+                    "created_at": time.time(),
+                },
+            )
             return slice_info(_one(c, "SELECT * FROM slices WHERE id = ?", [slice_id]))
 
     def slice(self, name: str) -> SliceInfo:
@@ -476,8 +515,7 @@ class Catalog:
             if row is None:
                 known = _column(c, "SELECT name FROM slices ORDER BY id")
                 raise StoreError(
-                    f"no slice {name!r} in {self.path}; known slices: {_listing(known)}: "
-                    "pass one of these names"
+                    f"no slice {name!r} in {self.path}; known slices: {_listing(known)}: pass one of these names"
                 )
             return slice_info(row)
 
@@ -599,9 +637,18 @@ class Catalog:
     ) -> ShardInfo:
         """List a Parquet file (already written and renamed into place) as active."""
         fields = dict(
-            kind=kind, run_id=run_id, split=split, epoch=epoch, path=path, rows=rows, bytes=bytes,
-            min_step=min_step, max_step=max_step, level=level, sealed=sealed,
-        )  # fmt: skip
+            kind=kind,
+            run_id=run_id,
+            split=split,
+            epoch=epoch,
+            path=path,
+            rows=rows,
+            bytes=bytes,
+            min_step=min_step,
+            max_step=max_step,
+            level=level,
+            sealed=sealed,
+        )
         values = shard_values(fields, now=time.time())
         with self._transaction(write=True) as c:
             shard_id = _insert(c, "shards", values)

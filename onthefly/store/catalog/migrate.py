@@ -589,8 +589,7 @@ def check_schema(db_path: Path) -> None:
 def _existing(db_path: Path) -> Path:
     if not db_path.is_file():
         raise MissingFileError(
-            f"catalog {db_path} does not exist: check the session folder (`onthefly ls` lists "
-            "the sessions of a store)"
+            f"catalog {db_path} does not exist: check the session folder (`onthefly ls` lists the sessions of a store)"
         )
     return db_path
 

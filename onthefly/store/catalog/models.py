@@ -136,9 +136,7 @@ class EpochRow(Base):
     """Summary of one pass over a split: what dashboard views read (O(epochs))."""
 
     __tablename__ = "epochs"
-    __table_args__ = (
-        UniqueConstraint("run_id", "split", "epoch", "step", name="uq_epochs_run_split_epoch_step"),
-    )
+    __table_args__ = (UniqueConstraint("run_id", "split", "epoch", "step", name="uq_epochs_run_split_epoch_step"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)

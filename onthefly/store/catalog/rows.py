@@ -125,8 +125,7 @@ def ids_blob(sample_ids: Any) -> tuple[bytes, int]:
         return b"", 0
     if arr.dtype.kind not in "iu":
         raise ConfigError(
-            f"slice sample ids must be integers (dataset indices), got dtype {arr.dtype}: "
-            "pass a list or array of ints"
+            f"slice sample ids must be integers (dataset indices), got dtype {arr.dtype}: pass a list or array of ints"
         )
     ids = np.unique(arr.astype(np.int64).ravel()).astype(_ID_DTYPE)
     return ids.tobytes(), int(ids.size)
@@ -142,68 +141,127 @@ def blob_ids(blob: bytes) -> np.ndarray:
 
 def session_info(row: Any) -> SessionRecord:
     return SessionRecord(
-        id=row["id"], project=row["project"], created_at=row["created_at"], origin=row["origin"],
-        host=row["host"], pid=row["pid"], package_version=row["package_version"],
+        id=row["id"],
+        project=row["project"],
+        created_at=row["created_at"],
+        origin=row["origin"],
+        host=row["host"],
+        pid=row["pid"],
+        package_version=row["package_version"],
         meta=json_value(row["meta"]),
-    )  # fmt: skip
+    )
 
 
 def run_info(row: Any, parents: Sequence[tuple[str, str]]) -> RunInfo:
     return RunInfo(
-        id=row["id"], session_id=row["session_id"], name=row["name"], kind=row["kind"],
-        status=row["status"], created_at=row["created_at"], ended_at=row["ended_at"],
-        config=json_value(row["config"]), hparams=json_value(row["hparams"]), parents=tuple(parents),
-    )  # fmt: skip
+        id=row["id"],
+        session_id=row["session_id"],
+        name=row["name"],
+        kind=row["kind"],
+        status=row["status"],
+        created_at=row["created_at"],
+        ended_at=row["ended_at"],
+        config=json_value(row["config"]),
+        hparams=json_value(row["hparams"]),
+        parents=tuple(parents),
+    )
 
 
 def checkpoint_info(row: Any) -> CheckpointInfo:
     return CheckpointInfo(
-        id=row["id"], run_id=row["run_id"], step=row["step"], epoch=row["epoch"], reason=row["reason"],
-        path=row["path"], bytes=row["bytes"], sha256=row["sha256"],
-        holds=tuple(json_value(row["holds"]) or ()), created_at=row["created_at"],
-    )  # fmt: skip
+        id=row["id"],
+        run_id=row["run_id"],
+        step=row["step"],
+        epoch=row["epoch"],
+        reason=row["reason"],
+        path=row["path"],
+        bytes=row["bytes"],
+        sha256=row["sha256"],
+        holds=tuple(json_value(row["holds"]) or ()),
+        created_at=row["created_at"],
+    )
 
 
 def test_info(row: Any) -> TestInfo:
     return TestInfo(
-        id=row["id"], run_id=row["run_id"], step=row["step"], epoch=row["epoch"], split=row["split"],
-        loss=row["loss"], metrics=json_value(row["metrics"]), created_at=row["created_at"],
-    )  # fmt: skip
+        id=row["id"],
+        run_id=row["run_id"],
+        step=row["step"],
+        epoch=row["epoch"],
+        split=row["split"],
+        loss=row["loss"],
+        metrics=json_value(row["metrics"]),
+        created_at=row["created_at"],
+    )
 
 
 def slice_info(row: Any) -> SliceInfo:
     return SliceInfo(
-        id=row["id"], name=row["name"], run_id=row["run_id"], split=row["split"], epoch=row["epoch"],
-        method=json_value(row["method"]), count=row["count"], sample_ids=blob_ids(row["sample_ids"]),
+        id=row["id"],
+        name=row["name"],
+        run_id=row["run_id"],
+        split=row["split"],
+        epoch=row["epoch"],
+        method=json_value(row["method"]),
+        count=row["count"],
+        sample_ids=blob_ids(row["sample_ids"]),
         created_at=row["created_at"],
-    )  # fmt: skip
+    )
 
 
 def event_info(row: Any) -> EventInfo:
     return EventInfo(
-        id=row["id"], run_id=row["run_id"], step=row["step"], level=row["level"], kind=row["kind"],
-        message=row["message"], data=json_value(row["data"]), created_at=row["created_at"],
-    )  # fmt: skip
+        id=row["id"],
+        run_id=row["run_id"],
+        step=row["step"],
+        level=row["level"],
+        kind=row["kind"],
+        message=row["message"],
+        data=json_value(row["data"]),
+        created_at=row["created_at"],
+    )
 
 
 def epoch_summary(row: Any) -> EpochSummary:
     return EpochSummary(
-        run_id=row["run_id"], split=row["split"], epoch=row["epoch"], step=row["step"],
-        count=row["count"], mean=row["mean"], min=row["min"], max=row["max"], p10=row["p10"],
-        p50=row["p50"], p90=row["p90"], p99=row["p99"],
+        run_id=row["run_id"],
+        split=row["split"],
+        epoch=row["epoch"],
+        step=row["step"],
+        count=row["count"],
+        mean=row["mean"],
+        min=row["min"],
+        max=row["max"],
+        p10=row["p10"],
+        p50=row["p50"],
+        p90=row["p90"],
+        p99=row["p99"],
         hist_edges=list(json_value(row["hist_edges"]) or []),
         hist_counts=list(json_value(row["hist_counts"]) or []),
-        metrics=json_value(row["metrics"]), created_at=row["created_at"], id=row["id"],
-    )  # fmt: skip
+        metrics=json_value(row["metrics"]),
+        created_at=row["created_at"],
+        id=row["id"],
+    )
 
 
 def shard_info(row: Any) -> ShardInfo:
     return ShardInfo(
-        id=row["id"], kind=row["kind"], run_id=row["run_id"], split=row["split"], epoch=row["epoch"],
-        path=row["path"], rows=row["rows"], bytes=row["bytes"], min_step=row["min_step"],
-        max_step=row["max_step"], level=row["level"], state=row["state"], sealed=bool(row["sealed"]),
-        created_at=row["created_at"], retired_at=row["retired_at"],
-    )  # fmt: skip
+        id=row["id"],
+        kind=row["kind"],
+        run_id=row["run_id"],
+        split=row["split"],
+        epoch=row["epoch"],
+        path=row["path"],
+        rows=row["rows"],
+        bytes=row["bytes"],
+        min_step=row["min_step"],
+        max_step=row["max_step"],
+        level=row["level"],
+        state=row["state"],
+        sealed=bool(row["sealed"]),
+        created_at=row["created_at"],
+        retired_at=row["retired_at"],
+    )
 
 
 # --- fields -> column values --------------------------------------------------
@@ -219,13 +277,21 @@ def shard_values(fields: dict[str, Any], *, now: float) -> dict[str, Any]:
             f"pass exactly the keys of Catalog.add_shard ({', '.join(sorted(_SHARD_KEYS))})"
         )
     return dict(
-        kind=choice(fields["kind"], SHARD_KINDS, "shard kind"), run_id=fields["run_id"],
-        split=fields["split"], epoch=opt_int(fields["epoch"]), path=str(fields["path"]),
-        rows=int(fields["rows"]), bytes=int(fields["bytes"]),
-        min_step=opt_int(fields["min_step"]), max_step=opt_int(fields["max_step"]),
-        level=int(fields.get("level", 0)), state="active", sealed=bool(fields.get("sealed", False)),
-        created_at=now, retired_at=None,
-    )  # fmt: skip
+        kind=choice(fields["kind"], SHARD_KINDS, "shard kind"),
+        run_id=fields["run_id"],
+        split=fields["split"],
+        epoch=opt_int(fields["epoch"]),
+        path=str(fields["path"]),
+        rows=int(fields["rows"]),
+        bytes=int(fields["bytes"]),
+        min_step=opt_int(fields["min_step"]),
+        max_step=opt_int(fields["max_step"]),
+        level=int(fields.get("level", 0)),
+        state="active",
+        sealed=bool(fields.get("sealed", False)),
+        created_at=now,
+        retired_at=None,
+    )
 
 
 def event_values(fields: dict[str, Any], *, now: float) -> dict[str, Any]:
@@ -238,7 +304,11 @@ def event_values(fields: dict[str, Any], *, now: float) -> dict[str, Any]:
             f"pass the keys of Catalog.add_event ({', '.join(sorted(_EVENT_KEYS))})"
         )
     return dict(
-        run_id=fields.get("run_id"), step=opt_int(fields.get("step")),
-        level=choice(fields["level"], EVENT_LEVELS, "event level"), kind=str(fields["kind"]),
-        message=str(fields["message"]), data=json_text(fields.get("data")), created_at=now,
-    )  # fmt: skip
+        run_id=fields.get("run_id"),
+        step=opt_int(fields.get("step")),
+        level=choice(fields["level"], EVENT_LEVELS, "event level"),
+        kind=str(fields["kind"]),
+        message=str(fields["message"]),
+        data=json_text(fields.get("data")),
+        created_at=now,
+    )

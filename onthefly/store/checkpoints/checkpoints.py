@@ -126,17 +126,23 @@ def save_checkpoint(
         >>> size, sha = save_checkpoint(tmp / "ck.safetensors", model=net.state_dict(),
         ...                             optimizer=opt.state_dict(), extra={"step": 100})
     """
-    chunks, _ = _state_chunks(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, rng=rng,
-                              sampler=sampler, extra=extra, copy=False)
+    chunks, _ = _state_chunks(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        rng=rng,
+        sampler=sampler,
+        extra=extra,
+        copy=False,
+    )
     return write_chunks(Path(path), chunks)
 
 
 def _state_chunks(*, model: Any, copy: bool, **given: Any) -> tuple[list, tuple[str, ...]]:
     """The file's bytes for the parts given (None parts left out) and which of :data:`HOLDS` they hold."""
     if not isinstance(model, Mapping):
-        raise ConfigError(
-            f"model is a {type(model).__name__}, not a state dict: pass model=module.state_dict()"
-        )
+        raise ConfigError(f"model is a {type(model).__name__}, not a state dict: pass model=module.state_dict()")
     parts = {name: value for name, value in {"model": model, **given}.items() if value is not None}
     skeleton, tensors = flatten(parts)
     return checkpoint_chunks(skeleton=skeleton, tensors=tensors, copy=copy), tuple(n for n in HOLDS if n in parts)
@@ -257,9 +263,20 @@ class CheckpointStore:
             StoreError: the file could not be written; no catalog row is
                 added and no file is left behind.
         """
-        pending = self._prepare(run_id=run_id, step=step, epoch=epoch, reason=reason, copy=False, model=model,
-                                optimizer=optimizer, scheduler=scheduler, scaler=scaler, rng=rng, sampler=sampler,
-                                extra=extra)
+        pending = self._prepare(
+            run_id=run_id,
+            step=step,
+            epoch=epoch,
+            reason=reason,
+            copy=False,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scaler=scaler,
+            rng=rng,
+            sampler=sampler,
+            extra=extra,
+        )
         self.wait()  # listed after the background saves called before it
         return self._commit(pending)
 
@@ -298,13 +315,25 @@ class CheckpointStore:
         Raises:
             ConfigError: as for :meth:`save`, at once (nothing is queued).
         """
-        pending = self._prepare(run_id=run_id, step=step, epoch=epoch, reason=reason, copy=True, model=model,
-                                optimizer=optimizer, scheduler=scheduler, scaler=scaler, rng=rng, sampler=sampler,
-                                extra=extra)
+        pending = self._prepare(
+            run_id=run_id,
+            step=step,
+            epoch=epoch,
+            reason=reason,
+            copy=True,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scaler=scaler,
+            rng=rng,
+            sampler=sampler,
+            extra=extra,
+        )
         with self._guard:
             if self._thread is None:
-                self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="onthefly-checkpoint",
-                                                                     initializer=lower_this_thread)
+                self._thread = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix="onthefly-checkpoint", initializer=lower_this_thread
+                )
             future = self._thread.submit(self._commit, pending)
             self._in_flight.add(future)
         future.add_done_callback(self._in_flight.discard)
@@ -337,8 +366,14 @@ class CheckpointStore:
         chunks, holds = _state_chunks(copy=copy, **state)
         checkpoint_id = "ck-" + secrets.token_hex(6)
         return _Pending(
-            checkpoint_id=checkpoint_id, run_id=run_id, step=int(step), epoch=int(epoch), reason=reason,
-            relative=checkpoint_file(run_id, checkpoint_id), chunks=chunks, holds=holds,
+            checkpoint_id=checkpoint_id,
+            run_id=run_id,
+            step=int(step),
+            epoch=int(epoch),
+            reason=reason,
+            relative=checkpoint_file(run_id, checkpoint_id),
+            chunks=chunks,
+            holds=holds,
         )
 
     def _commit(self, pending: _Pending) -> CheckpointInfo:
@@ -432,9 +467,7 @@ def _check_save_args(*, run_id: Any, step: Any, epoch: Any, reason: Any) -> None
         raise ConfigError(f"reason={reason!r} is not a short label: pass e.g. 'manual', 'epoch' or 'final'")
 
 
-def _rebuild(
-    skeleton: Any, tensors: dict[str, torch.Tensor], device: torch.device, *, source: str
-) -> dict[str, Any]:
+def _rebuild(skeleton: Any, tensors: dict[str, torch.Tensor], device: torch.device, *, source: str) -> dict[str, Any]:
     """Unflatten the skeleton, moving model and optimizer tensors to ``device``."""
     if not isinstance(skeleton, dict):
         raise CorruptFileError(f"checkpoint {source}: the state skeleton is not a JSON object; load another one")

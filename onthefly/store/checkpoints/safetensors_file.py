@@ -36,7 +36,11 @@ from onthefly.errors import (
 from onthefly.store.durable import fsync_folder
 
 __all__ = [
-    "FORMAT_VERSION", "PARTIAL_SUFFIX", "checkpoint_chunks", "write_chunks", "read_checkpoint_file",
+    "FORMAT_VERSION",
+    "PARTIAL_SUFFIX",
+    "checkpoint_chunks",
+    "write_chunks",
+    "read_checkpoint_file",
 ]
 
 FORMAT_VERSION = 1
@@ -358,8 +362,7 @@ def _read_into(file: Any, view: memoryview, path: Path, hasher: _Hasher | None) 
             n = file.readinto(chunk[got:])
             if not n:
                 raise CorruptFileError(
-                    f"checkpoint {path} ended early while reading (it shrank or was cut short); "
-                    "load another checkpoint"
+                    f"checkpoint {path} ended early while reading (it shrank or was cut short); load another checkpoint"
                 )
             got += n
         if hasher:

@@ -136,8 +136,9 @@ def join_extra_columns(rows: pa.Table, extra: Any) -> pa.Table:
     """
     extra = _as_table(extra)
     if not isinstance(extra, pa.Table) or "sample_id" not in extra.column_names:
-        raise ConfigError("extra_columns must be a pyarrow.Table or a pandas DataFrame with a sample_id column: "
-                          "add one")
+        raise ConfigError(
+            "extra_columns must be a pyarrow.Table or a pandas DataFrame with a sample_id column: add one"
+        )
     clash = sorted(set(extra.column_names) & set(rows.column_names) - {"sample_id"})
     if clash:
         raise ConfigError(f"extra_columns repeats {clash}: rename those columns")

@@ -28,8 +28,9 @@ class DataOperations:
     def _writable_catalog(self) -> Any:  # pragma: no cover - provided by the subclass
         raise NotImplementedError
 
-    def query(self, sql: str, params: list | dict | None = None, *, limit: int = 10_000,
-              format: str = "rows") -> dict[str, Any]:
+    def query(
+        self, sql: str, params: list | dict | None = None, *, limit: int = 10_000, format: str = "rows"
+    ) -> dict[str, Any]:
         """Read-only SQL over this session's views (samples, steps, runs, epochs, ...).
 
         Returns:
@@ -40,8 +41,9 @@ class DataOperations:
         with self._data_lock:
             return run_query(self._connection(), sql, params, limit=limit, format=format)
 
-    def report(self, *, run: str | None = None, split: str = "train", epoch: int | None = None,
-               k: int = 20) -> dict[str, Any]:
+    def report(
+        self, *, run: str | None = None, split: str = "train", epoch: int | None = None, k: int = 20
+    ) -> dict[str, Any]:
         """The per-sample loss distribution of one pass: histogram, quantiles, hardest samples."""
         from .reports import report
 
@@ -67,8 +69,18 @@ class DataOperations:
 
         with self._data_lock:
             return select_slice(
-                self._connection(), self._writable_catalog(), name=name, run=run, split=split, epoch=epoch,
-                loss_min=loss_min, loss_max=loss_max, q_min=q_min, q_max=q_max, ids=ids, replace=replace,
+                self._connection(),
+                self._writable_catalog(),
+                name=name,
+                run=run,
+                split=split,
+                epoch=epoch,
+                loss_min=loss_min,
+                loss_max=loss_max,
+                q_min=q_min,
+                q_max=q_max,
+                ids=ids,
+                replace=replace,
             )
 
     def export_slice(self, *, name: str, path: str, format: str = "csv") -> dict[str, Any]:
@@ -76,5 +88,11 @@ class DataOperations:
         from .reports import export_slice
 
         with self._data_lock:
-            return export_slice(self._connection(), self._writable_catalog(), name=name, path=path,
-                                format=format, root=Path(os.getcwd()))
+            return export_slice(
+                self._connection(),
+                self._writable_catalog(),
+                name=name,
+                path=path,
+                format=format,
+                root=Path(os.getcwd()),
+            )

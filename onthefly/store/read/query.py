@@ -502,10 +502,7 @@ def readonly_refusal(statement_types: list[str]) -> str | None:
     if not statement_types:
         return "the SQL text is empty: write one SELECT statement"
     if len(statement_types) > 1:
-        return (
-            f"the SQL text holds {len(statement_types)} statements: "
-            "send one SELECT statement at a time"
-        )
+        return f"the SQL text holds {len(statement_types)} statements: send one SELECT statement at a time"
     if statement_types[0] != "SELECT":
         return (
             f"only SELECT statements run here, got {statement_types[0]}: "
@@ -530,10 +527,7 @@ def _check_limits(limit: int | None, timeout: float | None) -> None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"limit={limit!r} is not a positive integer: pass limit >= 1")
     if timeout is not None and (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or not math.isfinite(timeout)
-        or timeout <= 0
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0
     ):
         raise ConfigError(f"timeout={timeout!r} is not a positive number of seconds: pass timeout > 0")
 
@@ -591,7 +585,7 @@ def _shard_files(folder: Path, kind: str, relative_paths: list[str]) -> list[str
     files = []
     for rel in relative_paths:
         path = os.path.normpath(folder / rel)
-        in_rank = path.startswith(ranks) and f"{os.sep}{_SHARD_FOLDERS[kind]}{os.sep}" in path[len(ranks):]
+        in_rank = path.startswith(ranks) and f"{os.sep}{_SHARD_FOLDERS[kind]}{os.sep}" in path[len(ranks) :]
         if not (path.startswith(base) or in_rank):
             raise StoreError(
                 f"the catalog of {folder} lists a {kind} shard at {rel!r}, outside {kind}/: "

@@ -39,15 +39,12 @@ __all__ = ["report", "quantile_bands", "trajectory", "select_slice", "export_sli
 
 EXPORT_COLUMNS = ("sample_id", "loss", "label", "pred", "correct", "margin")
 
-RUN_BY_ID_OR_NAME = (
-    "SELECT id FROM runs WHERE id = $run OR name = $run ORDER BY created_at DESC, id DESC LIMIT 1"
-)
+RUN_BY_ID_OR_NAME = "SELECT id FROM runs WHERE id = $run OR name = $run ORDER BY created_at DESC, id DESC LIMIT 1"
 NEWEST_RUN = "SELECT id FROM runs ORDER BY created_at DESC, id DESC LIMIT 1"
 KNOWN_RUNS = "SELECT id, name FROM runs ORDER BY created_at DESC, id DESC LIMIT 10"
 LATEST_EPOCH = "SELECT max(epoch) FROM epochs WHERE run_id = $run AND split = $split"
 SUMMARIZED_EPOCHS = (
-    "SELECT split, list(DISTINCT epoch ORDER BY epoch) FROM epochs "
-    "WHERE run_id = $run GROUP BY split ORDER BY split"
+    "SELECT split, list(DISTINCT epoch ORDER BY epoch) FROM epochs WHERE run_id = $run GROUP BY split ORDER BY split"
 )
 EPOCH_SUMMARY = (
     "SELECT epoch, step, count, mean, p10, p50, p90, p99, hist_edges, hist_counts FROM epochs "
@@ -133,8 +130,9 @@ def report(
         {"sample_id": s, "loss": json_value(loss), "label": json_value(label), "pred": json_value(pred)}
         for s, loss, label, pred in hardest
     ]
-    summary = EpochSummary(run_id, split, epoch, step, count, mean, None, None, p10, p50, p90, p99,
-                           _json_list(edges), _json_list(counts))
+    summary = EpochSummary(
+        run_id, split, epoch, step, count, mean, None, None, p10, p50, p90, p99, _json_list(edges), _json_list(counts)
+    )
     return payloads.report(summary, hardest_rows)
 
 
@@ -423,7 +421,9 @@ def _check_selection(
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)):
             raise ConfigError(f"{label}={value!r} is not a number: pass a loss value or None")
     for label, value in (("q_min", q_min), ("q_max", q_max)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0
+        ):
             raise ConfigError(f"{label}={value!r} is not a quantile: pass a number in [0, 1]")
     if loss_min is not None and loss_max is not None and loss_min > loss_max:
         raise ConfigError(f"loss_min={loss_min} is above loss_max={loss_max}: swap them")

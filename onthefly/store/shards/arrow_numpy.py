@@ -19,16 +19,31 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["FIXED_WIDTH", "from_numpy", "from_values", "numpy_dtype", "repeated_string", "take", "to_numpy", "values_and_mask"]
+__all__ = [
+    "FIXED_WIDTH",
+    "from_numpy",
+    "from_values",
+    "numpy_dtype",
+    "repeated_string",
+    "take",
+    "to_numpy",
+    "values_and_mask",
+]
 
 FIXED_WIDTH = {
     pa.bool_(): np.dtype(np.bool_),
-    pa.int8(): np.dtype(np.int8), pa.int16(): np.dtype(np.int16),
-    pa.int32(): np.dtype(np.int32), pa.int64(): np.dtype(np.int64),
-    pa.uint8(): np.dtype(np.uint8), pa.uint16(): np.dtype(np.uint16),
-    pa.uint32(): np.dtype(np.uint32), pa.uint64(): np.dtype(np.uint64),
-    pa.float16(): np.dtype(np.float16), pa.float32(): np.dtype(np.float32), pa.float64(): np.dtype(np.float64),
-}  # fmt: skip
+    pa.int8(): np.dtype(np.int8),
+    pa.int16(): np.dtype(np.int16),
+    pa.int32(): np.dtype(np.int32),
+    pa.int64(): np.dtype(np.int64),
+    pa.uint8(): np.dtype(np.uint8),
+    pa.uint16(): np.dtype(np.uint16),
+    pa.uint32(): np.dtype(np.uint32),
+    pa.uint64(): np.dtype(np.uint64),
+    pa.float16(): np.dtype(np.float16),
+    pa.float32(): np.dtype(np.float32),
+    pa.float64(): np.dtype(np.float64),
+}
 """Arrow types these functions convert, with the numpy dtype of each."""
 
 
@@ -139,8 +154,11 @@ def values_and_mask(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.
         if chunk.null_count == n:  # all null: pyarrow may leave out the data buffer
             values.append(np.zeros(n, dtype=dtype))
         else:
-            values.append(_bits(data, start, n) if dtype == np.bool_ else
-                          np.frombuffer(data, dtype=dtype, count=start + n)[start:])
+            values.append(
+                _bits(data, start, n)
+                if dtype == np.bool_
+                else np.frombuffer(data, dtype=dtype, count=start + n)[start:]
+            )
         masks.append(~_bits(validity, start, n) if chunk.null_count else np.zeros(n, dtype=np.bool_))
         nulls += chunk.null_count
     if not values:

@@ -329,8 +329,9 @@ def concat_sorted(tables: Sequence[pa.Table], column: str, *, constant: Sequence
     """
     table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
     order = np.argsort(to_numpy(table.column(column)), kind="stable")
-    arrays = [table.column(name) if name in constant else _take(table.column(name), order)
-              for name in table.column_names]
+    arrays = [
+        table.column(name) if name in constant else _take(table.column(name), order) for name in table.column_names
+    ]
     return pa.Table.from_arrays(arrays, schema=table.schema)
 
 

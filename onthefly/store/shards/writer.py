@@ -40,6 +40,7 @@ import pyarrow as pa
 from onthefly.errors import ConfigError, OnTheFlyError, StoreError
 from onthefly.store.background import lower_this_thread
 from onthefly.store.layout import samples_folder, steps_folder
+from onthefly.store.records import PassKey, ShardInfo
 from onthefly.store.shards.arrow_numpy import to_numpy
 from onthefly.store.shards.handoff import Handoff
 from onthefly.store.shards.parts import (
@@ -52,7 +53,6 @@ from onthefly.store.shards.parts import (
     steps_part,
     write_parquet,
 )
-from onthefly.store.records import PassKey, ShardInfo
 from onthefly.store.shards.writer_input import (
     PLAIN_NUMBERS,
     check_name,
@@ -128,7 +128,7 @@ class _Worker:
             future, fn, args = job
             try:
                 future.set_result(fn(*args))
-            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
+            except BaseException as exc:
                 future.set_exception(exc)
 
 
@@ -465,7 +465,7 @@ class ShardWriter:
             for item in items:
                 try:
                     stop = self._collect(item) or stop
-                except Exception as exc:  # noqa: BLE001 - the thread must survive; the caller sees it later
+                except Exception as exc:
                     err = self._record(exc)
                     future = getattr(item, "future", None)
                     if future is not None:
@@ -475,7 +475,7 @@ class ShardWriter:
                 if not stop and time.monotonic() >= self._next_gc:
                     self._commit.submit(self._guard, self._collect_due)
                     self._next_gc = time.monotonic() + _GC_EVERY
-            except Exception as exc:  # noqa: BLE001 - the thread must survive; the caller sees it later
+            except Exception as exc:
                 self._record(exc)
         self._prepare.stop()
         self._commit.stop()
@@ -527,14 +527,14 @@ class ShardWriter:
     def _guard(self, fn: Callable, *args: Any) -> Any:
         try:
             return fn(*args)
-        except Exception as exc:  # noqa: BLE001 - the worker must survive; the caller sees it later
+        except Exception as exc:
             self._record(exc)
             return None
 
     def _resolve(self, future: concurrent.futures.Future, fn: Callable, *args: Any) -> None:
         try:
             future.set_result(fn(*args))
-        except Exception as exc:  # noqa: BLE001 - delivered through the future and the next call
+        except Exception as exc:
             future.set_exception(self._record(exc))
 
     def _record(self, exc: BaseException) -> OnTheFlyError:
@@ -616,7 +616,7 @@ class ShardWriter:
         if self._on_summary is not None:
             try:
                 self._on_summary(summary)
-            except Exception as exc:  # noqa: BLE001 - a faulty callback must not lose the pass
+            except Exception as exc:
                 where = f"{run_id}/{split} epoch {epoch}"
                 self._record(StoreError(f"on_summary raised {exc!r} for {where}; the pass is stored: fix the callback"))
         return summary
@@ -661,11 +661,18 @@ class ShardWriter:
         self._stats["bytes_written"] += nbytes
         steps = to_numpy(table.column("step"))
         new = {
-            "kind": kind, "run_id": key[0], "split": key[1], "epoch": key[2], "path": rel.as_posix(),
-            "rows": table.num_rows, "bytes": nbytes, "min_step": int(steps.min()) if len(steps) else None,
+            "kind": kind,
+            "run_id": key[0],
+            "split": key[1],
+            "epoch": key[2],
+            "path": rel.as_posix(),
+            "rows": table.num_rows,
+            "bytes": nbytes,
+            "min_step": int(steps.min()) if len(steps) else None,
             "max_step": int(steps.max()) if len(steps) else None,
-            "level": level, "sealed": sealed,
-        }  # fmt: skip
+            "level": level,
+            "sealed": sealed,
+        }
         try:
             if not retire:
                 return self._catalog.add_shard(**new)
