@@ -4,8 +4,10 @@ that resume bitwise.
 
 The loop reads top to bottom from ``fit``: set up (``_prepare``), then epochs
 of steps (``_run``, ``_train_epoch``, ``_train_step``), then the end-of-run
-test. Per-sample loss comes from the training forward pass itself; sample ids
-come from the loader's batch sampler. Everything recorded goes through the
+test. Per-sample loss comes from the training forward pass itself (a dict
+batch is spread into ``model(**batch)`` when its forward takes those names;
+``loss_fn=None`` uses the model's own loss); sample ids come from the loader's
+batch sampler, or for a stream from an id key, ``sample_ids=`` or positions. Everything recorded goes through the
 trainer's :class:`~onthefly.session.recorder.Recorder`; what each process of a
 multi-process run does differently is its ``Ranks``' business.
 """
@@ -22,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, TrainingError
-from ..session.batches import call_model, move_to_device, split_batch
+from ..session.batches import move_to_device
 from ..session.control import (
     nonfinite_action,
     scheduler_metric,
@@ -32,6 +34,7 @@ from ..session.control import (
 from ..session.factory import resolve_model_factory
 from ..session.losses import PerSampleLoss, per_sample_grad_norm
 from ..session.metrics import StepMeter, total_grad_norm
+from ..session.model_io import BatchForward, ModelOutputLoss
 from ..session.ranks import join_ranks
 from ..session.recorder import Recorder
 from ..session.resume import ResumePoint, apply_checkpoint, locate_checkpoint
@@ -51,7 +54,8 @@ class _Fit:
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    loss: PerSampleLoss
+    loss: PerSampleLoss | ModelOutputLoss
+    forward: BatchForward  # the model's forward on one batch, its decisions made once
     train: TrackedLoader
     val: TrackedLoader | None
     test: TrackedLoader | None
@@ -65,6 +69,7 @@ class _Fit:
     epoch: int = 0  # epochs finished
     batch_in_epoch: int = 0  # batches consumed in the current epoch
     skip_batches: int = 0  # on resume: batches of the current epoch already trained
+    stream_saved: Any = None  # on resume: the checkpoint's stream position (streams only)
     nonfinite_streak: int = 0
     checked: bool = False  # the first batch went through the model and loss
     last_loss: float = math.nan
@@ -167,10 +172,17 @@ class Trainer:
         device: str | torch.device | None = None,
         model_factory: Any = None,
         resume_from: str | os.PathLike[str] | None = None,
+        sample_ids: Any = None,
     ) -> nn.Module:
         """Train ``model`` until ``max_epochs``/``max_steps`` (or a stop from the dashboard).
 
         Every argument after ``train_loader`` is keyword-only.
+
+        ``loss_fn=None``: the model computes its own loss (a transformers-style
+        model given its labels); the per-sample values come from its logits
+        (docs/data.md). ``sample_ids``: a function ``batch -> ids`` (one integer
+        per sample) naming the samples of every train batch, for streams whose
+        batches hold no id key.
 
         Returns:
             The trained model (the same object).
@@ -182,12 +194,15 @@ class Trainer:
         recorder = self.recorder
         self.model_factory = resolve_model_factory(model_factory)
         check_inputs(model, optimizer, loss_fn, train_loader)
+        if loss_fn is None and self.config.per_sample_grad_norm:
+            raise ConfigError("per_sample_grad_norm=True needs a loss_fn: with loss_fn=None the model computes its "
+                              "own loss; pass loss_fn= (computed from the logits) or turn per_sample_grad_norm off")
         recorder.join(join_ranks())  # under torchrun: this process' rank
         resume = locate_checkpoint(resume_from, store=recorder.store) if resume_from is not None else None
         recorder.ranks.barrier()  # every rank has read the checkpoint before rank 0 opens a session
         with recorder.model_held():
             self._fit = self._prepare(model, optimizer, loss_fn, train_loader, val_loader, test_loader,
-                                      scheduler, device, resume)
+                                      scheduler, device, resume, sample_ids)
             try:
                 with recorder.training():
                     recorder.connect()
@@ -211,9 +226,11 @@ class Trainer:
         """
         if fit.wrapped:
             fit.model, fit.wrapped = fit.module, False
+            fit.forward.model = fit.model  # nothing keeps the wrapper
 
     # ------------------------------------------------------------------ set-up
-    def _prepare(self, model, optimizer, loss_fn, train_loader, val_loader, test_loader, scheduler, device, resume):
+    def _prepare(self, model, optimizer, loss_fn, train_loader, val_loader, test_loader, scheduler, device, resume,
+                 sample_ids=None):
         cfg, recorder = self.config, self.recorder
         ranks = recorder.ranks
         device = resolve_device(model, device)
@@ -225,9 +242,10 @@ class Trainer:
         run_id = recorder.open_run(name=cfg.run_name or "run", kind="base", config=cfg.as_dict(),
                                    hparams=hparams_of(optimizer, train_loader), resume=resume)
         train_loader = ranks.split_loader(train_loader, seed=cfg.seed)
+        loss = PerSampleLoss(loss_fn) if loss_fn is not None else ModelOutputLoss(model)
         fit = _Fit(
-            model=model, optimizer=optimizer, loss=PerSampleLoss(loss_fn),
-            train=TrackedLoader(train_loader, seed=cfg.seed),
+            model=model, optimizer=optimizer, loss=loss, forward=BatchForward(model, loss),
+            train=TrackedLoader(train_loader, seed=cfg.seed, sample_ids=sample_ids),
             val=TrackedLoader(val_loader, seed=cfg.seed) if val_loader is not None else None,
             test=TrackedLoader(test_loader, seed=cfg.seed) if test_loader is not None else None,
             scheduler=scheduler, scaler=scaler, device=device, autocast=autocast,
@@ -238,6 +256,7 @@ class Trainer:
             self._restore(fit, resume)
         fit.recorded = ranks.recorded(train_loader.sampler)
         fit.model, fit.wrapped = ranks.wrap_model(model, device)
+        fit.forward.model = fit.model
         return fit
 
     def _restore(self, fit: _Fit, resume: ResumePoint) -> None:
@@ -249,6 +268,7 @@ class Trainer:
         fit.step = int(position.get("step", 0))
         fit.epoch = int(position.get("epoch", 0))
         fit.skip_batches = int(position.get("batch", 0))
+        fit.stream_saved = position.get("stream")
         fit.nonfinite_streak = int(position.get("nonfinite_streak", 0))
 
     # ------------------------------------------------------------------ the loop
@@ -256,7 +276,7 @@ class Trainer:
         """Epochs until a stop condition, the end-of-run test and what a dashboard asks for after it."""
         cfg, recorder = self.config, self.recorder
         recorder.set_state("running")
-        recorder.console.start(fit.max_epochs, len(fit.train), fit.epoch)
+        recorder.console.start(fit.max_epochs, fit.train.length, fit.epoch)
         reached_end = self._train_until_done(fit)
         if reached_end:
             for more in recorder.more_epochs(do_test_after=cfg.do_test_after, has_test=lambda: fit.test is not None):
@@ -286,9 +306,11 @@ class Trainer:
         fit.train.set_epoch(fit.epoch)
         fit.batch_in_epoch = fit.skip_batches
         fit.seen = fit.skip_batches * (fit.train.batch_size or 0)
-        if fit.skip_batches:
-            fit.train.skip_batches(fit.skip_batches)
-            fit.skip_batches = 0
+        if fit.skip_batches or fit.stream_saved is not None:
+            message = fit.train.resume(fit.skip_batches, saved=fit.stream_saved)
+            if message:  # a stream: the one line saying how it resumes
+                recorder.log("info", message, kind="stream")
+            fit.skip_batches, fit.stream_saved = 0, None
         batches = iter(fit.train)
         meter = StepMeter(fit.device)
         fit.model.train()
@@ -335,14 +357,14 @@ class Trainer:
             meter.data_end()
             took += 1
             fit.batch_in_epoch += 1
-            inputs, target = split_batch(move_to_device(batch, fit.device))
+            batch = move_to_device(batch, fit.device)
             with fit.autocast():
                 if not fit.checked:
-                    output, result = first_forward(fit.model, fit.loss, inputs, target)
+                    inputs, output, target, result = first_forward(fit.forward, fit.loss, batch)
                     fit.checked = True
                 else:
-                    output = call_model(fit.model, inputs)
-                    result = fit.loss(output, target, batch_size=len(sample_ids))
+                    inputs, output, target, loss_input = fit.forward(batch)
+                    result = fit.loss(loss_input, target, batch_size=len(sample_ids))
             loss = result.loss
             value = float(loss.detach())  # CPU-GPU sync here, once a batch
             local_finite = math.isfinite(value)
@@ -459,7 +481,8 @@ class Trainer:
             scheduler=fit.scheduler.state_dict() if fit.scheduler is not None else None,
             scaler=fit.scaler.state_dict() if fit.scaler is not None else None,
             sampler={"epoch": fit.epoch, "batch": fit.batch_in_epoch, "step": fit.step,
-                     "seed": self.config.seed, "nonfinite_streak": fit.nonfinite_streak},
+                     "seed": self.config.seed, "nonfinite_streak": fit.nonfinite_streak,
+                     "stream": fit.train.stream_position()},
         ))
 
     def _position(self) -> Position:
