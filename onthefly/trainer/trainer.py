@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from ..session.control import (
     validation_due,
 )
 from ..session.factory import resolve_model_factory
+from ..session.interrupts import Interrupts, interrupt_signal
 from ..session.losses import PerSampleLoss, per_sample_grad_norm
 from ..session.metrics import StepMeter, total_grad_norm
 from ..session.model_io import BatchForward, ModelOutputLoss
@@ -77,6 +79,7 @@ class _Fit:
     recorded: int | None = None  # several processes: this rank's real (unpadded) samples per epoch
     seen: int = 0  # samples this rank took in the current epoch
     wrapped: bool = False  # several processes: the DistributedDataParallel around the model is ours
+    interrupts: Interrupts | None = None  # Ctrl+C / SIGTERM: the loop says where it is (steps, boundaries)
 
     @property
     def module(self) -> nn.Module:
@@ -201,19 +204,47 @@ class Trainer:
         resume = locate_checkpoint(resume_from, store=recorder.store) if resume_from is not None else None
         recorder.ranks.barrier()  # every rank has read the checkpoint before rank 0 opens a session
         with recorder.model_held():
-            self._fit = self._prepare(model, optimizer, loss_fn, train_loader, val_loader, test_loader,
-                                      scheduler, device, resume, sample_ids)
+            fit = self._fit = self._prepare(model, optimizer, loss_fn, train_loader, val_loader, test_loader,
+                                            scheduler, device, resume, sample_ids)
+            # one process: a signal during a step waits for its end (a checkpoint there); several: at once
+            fit.interrupts = Interrupts(defer=recorder.ranks.world_size == 1)
             try:
-                with recorder.training():
-                    recorder.connect()
-                    self._run(self._fit)
+                with fit.interrupts:
+                    try:
+                        with recorder.training():
+                            recorder.connect()
+                            self._run(fit)
+                    except BaseException as exc:
+                        signum = interrupt_signal(exc)
+                        if signum is not None:  # Ctrl+C or SIGTERM: rows durable, run marked, one line
+                            self._interrupted(fit, exc, signum)
+                            fit.interrupts.propagate(exc, before_exit=recorder.close)
+                        raise
             finally:
-                self._unwrap(self._fit)
+                self._unwrap(fit)
         return model
 
     def close(self) -> None:
         """Disconnect from the dashboard and close the session's files (they stay on disk)."""
         self.recorder.close()
+
+    def _interrupted(self, fit: _Fit, exc: BaseException, signum: int) -> None:
+        """After Ctrl+C / SIGTERM (the rows are flushed and the run marked by then): a checkpoint when the
+        loop stopped at a batch boundary, and the one line saying where the session is and how to continue."""
+        recorder = self.recorder
+        if not recorder.opened and recorder.ranks.leader:
+            return
+        checkpoint = None
+        if fit.interrupts.at_boundary(exc) and recorder.ranks.world_size == 1:
+            try:
+                checkpoint = self._save_checkpoint("interrupt").get("id")
+            except Exception as error:  # the interrupt matters more
+                recorder.log("warning", f"no checkpoint at the interrupt: {error}", kind="checkpoint")
+        line = recorder.interrupt_line(signum, checkpoint or recorder.last_checkpoint)
+        if recorder.ranks.leader:
+            recorder.log("info", line, kind="interrupt")
+            recorder.console.close()
+            print(line, file=sys.stderr, flush=True)
 
     @staticmethod
     def _unwrap(fit: _Fit) -> None:
@@ -278,11 +309,13 @@ class Trainer:
         recorder.set_state("running")
         recorder.console.start(fit.max_epochs, fit.train.length, fit.epoch)
         reached_end = self._train_until_done(fit)
+        fit.interrupts.consistent = False
         if reached_end:
             for more in recorder.more_epochs(do_test_after=cfg.do_test_after, has_test=lambda: fit.test is not None):
                 fit.max_epochs = max(fit.max_epochs or 0, fit.epoch) + more
                 if not self._train_until_done(fit):
                     break
+                fit.interrupts.consistent = False
         self._save_checkpoint("final")
         recorder.finish("finished" if reached_end else "stopped")
         recorder.console.close()
@@ -291,6 +324,7 @@ class Trainer:
         """Epochs of steps until a stop condition (True) or a stop from outside (False)."""
         cfg, recorder = self.config, self.recorder
         while True:
+            fit.interrupts.consistent = True
             if not recorder.boundary():
                 return False
             reason = stop_reason(step=fit.step, epoch=fit.epoch, max_steps=cfg.max_steps, max_epochs=fit.max_epochs)
@@ -314,14 +348,23 @@ class Trainer:
         batches = iter(fit.train)
         meter = StepMeter(fit.device)
         fit.model.train()
+        interrupts = fit.interrupts
         exhausted = False
         while not exhausted:
+            interrupts.in_step, interrupts.consistent = False, True  # a batch boundary
+            if interrupts.pending is not None:
+                interrupts.check()  # a signal that waited for the step's end
             if not recorder.boundary():
                 return False
             if cfg.max_steps is not None and fit.step >= cfg.max_steps:
                 recorder.end_pass("train", fit.epoch, fit.step, metrics={"partial": True})
                 return True
+            interrupts.in_step = True
             exhausted = not self._train_step(fit, batches, meter)
+        interrupts.in_step = False
+        if interrupts.pending is not None:
+            interrupts.check()
+        interrupts.consistent = False  # the epoch's end: passes, validation, the scheduler, a checkpoint
         recorder.end_pass("train", fit.epoch, fit.step)
         fit.epoch += 1
         fit.batch_in_epoch = 0
