@@ -123,6 +123,14 @@ class Interrupts:
         self._raised = (exc, at_boundary)
         raise exc
 
+    @property
+    def raised_signal(self) -> int | None:
+        """The signal of the last interrupt raised here (``None``: none), even when a framework replaced its
+        exception (Lightning turns ``KeyboardInterrupt`` into ``sys.exit(1)``)."""
+        if self._raised is None:
+            return None
+        return interrupt_signal(self._raised[0])
+
     def at_boundary(self, exc: BaseException) -> bool:
         """Whether ``exc`` was raised here at a batch boundary (a checkpoint taken now resumes the loop exactly)."""
         return self._raised is not None and self._raised[0] is exc and self._raised[1]

@@ -95,6 +95,7 @@ class Recorder:
         self.ranks: Ranks = SingleProcess()
         self.run_id: str | None = None
         self.last_checkpoint: str | None = None
+        self.last_checkpoint_step: int | None = None
         self._dashboard_port = dashboard_port
         self._connect_dashboard = connect_dashboard
         self._progress = progress
@@ -475,7 +476,7 @@ class Recorder:
             self.log("error", f"the {reason} checkpoint could not be written: {error}", kind="checkpoint")
 
     def _record_checkpoint(self, info, reason: str) -> dict[str, Any]:
-        self.last_checkpoint = info.id
+        self.last_checkpoint, self.last_checkpoint_step = info.id, int(info.step)
         payload = payloads.checkpoint(info)
         self._notify("checkpoint", payload)
         return payload
@@ -550,14 +551,15 @@ class Recorder:
         except Exception:  # the original error matters more
             pass
 
-    def interrupt_line(self, signum: int, checkpoint: str | None) -> str:
-        """The one line an interrupted fit prints: where the session is and how to continue (also logged)."""
-        files, pos = self._files, self.position()
+    def interrupt_line(self, signum: int) -> str:
+        """The one line an interrupted fit prints: where the session is and how to continue
+        (from the run's latest checkpoint)."""
+        files, pos, checkpoint = self._files, self.position(), self.last_checkpoint
         name = signal.Signals(signum).name
         where = f"session {files.id} ({files.dir})" if files is not None else "no session"
         if checkpoint is not None:
             how = (f'continue with resume_from="{files.id}/{self.run_id}" (checkpoint {checkpoint}, '
-                   f"step {pos.step})" if files is not None else f'continue with resume_from="{checkpoint}"')
+                   f"step {self.last_checkpoint_step})" if files is not None else f'continue with resume_from="{checkpoint}"')
         else:
             how = "no checkpoint yet: run it again to start over"
         return (f"[onthefly] training interrupted ({name}) at step {pos.step}, epoch {pos.epoch}: every row so far "

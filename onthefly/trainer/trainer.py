@@ -234,13 +234,12 @@ class Trainer:
         recorder = self.recorder
         if not recorder.opened and recorder.ranks.leader:
             return
-        checkpoint = None
         if fit.interrupts.at_boundary(exc) and recorder.ranks.world_size == 1:
             try:
-                checkpoint = self._save_checkpoint("interrupt").get("id")
+                self._save_checkpoint("interrupt")
             except Exception as error:  # the interrupt matters more
                 recorder.log("warning", f"no checkpoint at the interrupt: {error}", kind="checkpoint")
-        line = recorder.interrupt_line(signum, checkpoint or recorder.last_checkpoint)
+        line = recorder.interrupt_line(signum)
         if recorder.ranks.leader:
             recorder.log("info", line, kind="interrupt")
             recorder.console.close()
