@@ -30,7 +30,7 @@ import sys
 import threading
 from typing import Any
 
-__all__ = ["Terminated", "Interrupts", "interrupt_signal"]
+__all__ = ["Interrupts", "Terminated", "interrupt_signal"]
 
 
 class Terminated(BaseException):
@@ -82,7 +82,7 @@ class Interrupts:
     def installed(self) -> bool:
         return bool(self._previous)
 
-    def __enter__(self) -> "Interrupts":
+    def __enter__(self) -> Interrupts:
         if threading.current_thread() is not threading.main_thread():
             return self
         for signum, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
@@ -93,7 +93,7 @@ class Interrupts:
                 pass
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.restore()
 
     def restore(self) -> None:

@@ -320,7 +320,7 @@ class BatchForward:
         ([1.0, 1.0], [0.0, 0.0])
     """
 
-    __slots__ = ("model", "whole_output", "_plans", "_out_type", "_out_logits")
+    __slots__ = ("_out_logits", "_out_type", "_plans", "model", "whole_output")
 
     def __init__(self, model: Any, loss: Any) -> None:
         self.model = model

@@ -7,8 +7,9 @@ of steps (``_run``, ``_train_epoch``, ``_train_step``), then the end-of-run
 test. Per-sample loss comes from the training forward pass itself (a dict
 batch is spread into ``model(**batch)`` when its forward takes those names;
 ``loss_fn=None`` uses the model's own loss); sample ids come from the loader's
-batch sampler, or for a stream from an id key, ``sample_ids=`` or positions. Everything recorded goes through the
-trainer's :class:`~onthefly.session.recorder.Recorder`; what each process of a
+batch sampler, or for a stream from an id key, ``sample_ids=`` or positions.
+Ctrl+C and SIGTERM end a fit cleanly (:mod:`~onthefly.session.interrupts`).
+Everything recorded goes through the trainer's :class:`~onthefly.session.recorder.Recorder`; what each process of a
 multi-process run does differently is its ``Ranks``' business.
 """
 

@@ -15,9 +15,9 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from lit_models import TinyClassifier, trainer  # noqa: E402
+from lit_models import TinyClassifier, trainer
 
-from onthefly import attach_lightning  # noqa: E402
+from onthefly import attach_lightning
 
 
 class SlowData(Dataset):

@@ -13,12 +13,12 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
-from onthefly import Trainer  # noqa: E402
-from tests.trainer.fixtures import build  # noqa: E402
+from onthefly import Trainer
+from tests.trainer.fixtures import build
 
 N, BATCH = 96, 8  # 12 batches an epoch
 

@@ -149,7 +149,7 @@ def test_forward_batch_spreads_transformers_batches_and_keeps_the_usual_path() -
 
 
 def test_batch_forward_gives_what_forward_batch_gives_and_plans_once_per_structure(monkeypatch) -> None:
-    import onthefly.session.model_io as model_io
+    from onthefly.session import model_io
 
     model = tiny_bert().eval()
     batch = {"input_ids": torch.zeros(2, 3, dtype=torch.long), "label": torch.tensor([0, 2])}
