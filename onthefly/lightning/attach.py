@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
+import sys
 from typing import Any
 
 from torch import nn
@@ -28,6 +30,7 @@ from torch import nn
 from .._version import __version__
 from ..errors import ConfigError
 from ..session.factory import clone_model, resolve_model_factory
+from ..session.interrupts import Interrupts, interrupt_signal
 from ..session.resume import locate_checkpoint
 from .callback import LightningSession
 from .checkpoint import RESUME_PATH, StoreCheckpointIO, from_store
@@ -262,24 +265,52 @@ class LightningRun(LightningSession):
             return
         recorder = self.recorder
         self._open_run(resume)
+        interrupts = Interrupts(defer=False)  # Lightning's loop is its own: an interrupt lands where it arrives
         try:
-            with recorder.training():
-                recorder.connect()
-                recorder.set_state("running")
-                with self._loss_in_place():
-                    self._lightning_fit(model, train, val, datamodule, ckpt_path, **kwargs)
-                    reached_end = not recorder.stop_requested and not trainer.interrupted
-                    if reached_end:
-                        for more in recorder.more_epochs(do_test_after=self._do_test_after, has_test=self._has_test):
-                            trainer.fit_loop.max_epochs = int(trainer.current_epoch) + more
-                            self._lightning_fit(model, train, val, datamodule, **kwargs)
-                    self._save_checkpoint("final")
-                recorder.finish("finished" if reached_end else "stopped")
+            with interrupts:
+                try:
+                    with recorder.training():
+                        recorder.connect()
+                        recorder.set_state("running")
+                        with self._loss_in_place():
+                            self._fit_once(interrupts, model, train, val, datamodule, ckpt_path, **kwargs)
+                            reached_end = not recorder.stop_requested and not trainer.interrupted
+                            if reached_end:
+                                for more in recorder.more_epochs(
+                                    do_test_after=self._do_test_after, has_test=self._has_test
+                                ):
+                                    trainer.fit_loop.max_epochs = int(trainer.current_epoch) + more
+                                    self._fit_once(interrupts, model, train, val, datamodule, None, **kwargs)
+                            self._save_checkpoint("final")
+                        recorder.finish("finished" if reached_end else "stopped")
+                except BaseException as exc:
+                    signum = interrupt_signal(exc)
+                    if signum is not None:  # Ctrl+C or SIGTERM: rows durable, run marked, one line
+                        recorder.console.close()
+                        line = recorder.interrupt_line(signum)
+                        recorder.log("info", line, kind="interrupt")
+                        print(line, file=sys.stderr, flush=True)
+                        interrupts.propagate(exc, before_exit=recorder.close)
+                    raise
         finally:
             strategy.checkpoint_io = previous_io
             self._unwrap_hooks()
             self._handed.clear()
             self._in_loop = False
+
+    def _fit_once(
+        self, interrupts: Interrupts, model: Any, train: Any, val: Any, datamodule: Any, ckpt_path: Any, **kwargs: Any
+    ) -> None:
+        """Lightning's own ``fit``; the Ctrl+C it turns into ``sys.exit(1)`` goes on as the ``KeyboardInterrupt``."""
+        try:
+            if ckpt_path is None:
+                self._lightning_fit(model, train, val, datamodule, **kwargs)
+            else:
+                self._lightning_fit(model, train, val, datamodule, ckpt_path, **kwargs)
+        except SystemExit:
+            if interrupts.raised_signal == signal.SIGINT:
+                raise KeyboardInterrupt from None
+            raise
 
     def _open_run(self, resume: Any) -> None:
         trainer = self._trainer

@@ -73,6 +73,7 @@ __all__ = [
     "IGNORE_INDEX",
     "LABEL_KEYS",
     "TASKS",
+    "BatchForward",
     "Forward",
     "ForwardParams",
     "ModelOutputLoss",
@@ -294,6 +295,69 @@ def forward_batch(model: Any, batch: Any) -> Forward:
         target = batch[plan.label_key] if plan.label_key is not None else None
     scores = _logits_field(output) if has_logits(output) else output
     return Forward(output=output, inputs=inputs, scores=scores, target=target, plan=plan)
+
+
+class BatchForward:
+    """:func:`forward_batch` for every batch of a training loop, its decisions made once.
+
+    Whether a batch is spread into ``model(**batch)`` (and how) is decided on
+    the first batch of each structure (its type, and a mapping's keys) and
+    reused; so is whether the output carries logits (per output type). On the
+    usual path, a tuple or list batch, one call costs a type comparison more
+    than ``split_batch`` + ``call_model``.
+
+    Args:
+        model: the model (or a DDP / compiled wrapper around it).
+        loss: the loop's loss adapter; a :class:`ModelOutputLoss` takes the whole output.
+
+    Calling it with a batch returns ``(inputs, scores, target, loss_input)``:
+    as :class:`Forward`'s fields, and what the loss takes (:meth:`Forward.loss_input`).
+
+    Example:
+        >>> forward = BatchForward(nn.Identity(), None)
+        >>> inputs, scores, target, loss_input = forward((torch.ones(2), torch.zeros(2)))
+        >>> scores.tolist(), target.tolist()
+        ([1.0, 1.0], [0.0, 0.0])
+    """
+
+    __slots__ = ("_out_logits", "_out_type", "_plans", "model", "whole_output")
+
+    def __init__(self, model: Any, loss: Any) -> None:
+        self.model = model
+        self.whole_output = isinstance(loss, ModelOutputLoss)
+        self._plans: dict[Any, SpreadPlan | None] = {}  # per mapping structure: its spread plan (None: usual path)
+        self._out_type: type | None = None  # the output type last seen, and whether it carries logits
+        self._out_logits = False
+
+    def __call__(self, batch: Any) -> tuple[Any, Any, Any, Any]:
+        if isinstance(batch, (tuple, list)):  # the usual (x, y) batch: as split_batch + call_model
+            inputs, target = split_batch(batch)
+            output = call_model(self.model, inputs)
+        else:
+            plan = self._plan_for(batch)
+            if plan is None:
+                inputs, target = split_batch(batch)
+                output = call_model(self.model, inputs)
+            else:
+                inputs = spread_kwargs(batch, plan)
+                output = self.model(**inputs)
+                target = batch[plan.label_key] if plan.label_key is not None else None
+        if type(output) is not self._out_type:
+            self._out_type, self._out_logits = type(output), has_logits(output)
+        scores = _logits_field(output) if self._out_logits else output
+        return inputs, scores, target, output if self.whole_output else scores
+
+    def _plan_for(self, batch: Any) -> SpreadPlan | None:
+        if not isinstance(batch, Mapping):
+            return None
+        key = (type(batch), tuple(batch))
+        try:
+            return self._plans[key]
+        except KeyError:
+            plan = self._plans[key] = spread_plan(self.model, batch)
+            return plan
+        except TypeError:  # unhashable keys
+            return spread_plan(self.model, batch)
 
 
 def _logits_field(output: Any) -> torch.Tensor:

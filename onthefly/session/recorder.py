@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import socket
 import sys
 import threading
@@ -47,6 +48,7 @@ from .console import Console
 from .control import Controller
 from .handle import SessionHandle
 from .held import HeldBatch, Holding, merged
+from .interrupts import interrupt_signal
 from .payloads import status_payload
 from .ranks import CHECKPOINT, TEST, Ranks, SingleProcess
 from .resume import ensure_run
@@ -101,6 +103,7 @@ class Recorder:
         self.ranks: Ranks = SingleProcess()
         self.run_id: str | None = None
         self.last_checkpoint: str | None = None
+        self.last_checkpoint_step: int | None = None
         self._dashboard_port = dashboard_port
         self._connect_dashboard = connect_dashboard
         self._progress = progress
@@ -519,7 +522,7 @@ class Recorder:
             self.log("error", f"the {reason} checkpoint could not be written: {error}", kind="checkpoint")
 
     def _record_checkpoint(self, info, reason: str) -> dict[str, Any]:
-        self.last_checkpoint = info.id
+        self.last_checkpoint, self.last_checkpoint_step = info.id, int(info.step)
         payload = payloads.checkpoint(info)
         self._notify("checkpoint", payload)
         return payload
@@ -574,21 +577,46 @@ class Recorder:
         self._notify("run", self._run_payload(self.run_id))
 
     def fail(self, exc: BaseException) -> None:
-        """Record that the run ended with ``exc`` (the caller re-raises it)."""
+        """Record that the run ended with ``exc`` (the caller re-raises it).
+
+        Ctrl+C and SIGTERM (:mod:`~onthefly.session.interrupts`) mark the run ``"interrupted"``,
+        other errors ``"failed"``.
+        """
         if self.run_id is None or self._files is None:
             return
-        interrupted = isinstance(exc, KeyboardInterrupt)
+        signum = interrupt_signal(exc)
+        interrupted = signum is not None
         try:
+            what = f"interrupted ({signal.Signals(signum).name})" if interrupted else f"failed: {exc}"
+            # an interrupt is said in one line by the loop (interrupt_line), not printed here as well
             self.log(
-                "warning" if interrupted else "error",
-                f"training {'interrupted' if interrupted else 'failed'}: {exc}",
-                kind="interrupt" if interrupted else "error",
+                "info" if interrupted else "error", f"training {what}", kind="interrupt" if interrupted else "error"
             )
-            self._files.catalog.set_run_status(self.run_id, "stopped" if interrupted else "failed", ended=True)
+            self._files.catalog.set_run_status(self.run_id, "interrupted" if interrupted else "failed", ended=True)
             self.control.set_state("finished")
             self._notify("error", {"message": str(exc), "type": type(exc).__name__})
         except Exception:  # the original error matters more
             pass
+
+    def interrupt_line(self, signum: int) -> str:
+        """The one line an interrupted fit prints: where the session is and how to continue
+        (from the run's latest checkpoint)."""
+        files, pos, checkpoint = self._files, self.position(), self.last_checkpoint
+        name = signal.Signals(signum).name
+        where = f"session {files.id} ({files.dir})" if files is not None else "no session"
+        if checkpoint is not None:
+            how = (
+                f'continue with resume_from="{files.id}/{self.run_id}" (checkpoint {checkpoint}, '
+                f"step {self.last_checkpoint_step})"
+                if files is not None
+                else f'continue with resume_from="{checkpoint}"'
+            )
+        else:
+            how = "no checkpoint yet: run it again to start over"
+        return (
+            f"[onthefly] training interrupted ({name}) at step {pos.step}, epoch {pos.epoch}: every row so far "
+            f"is saved in {where}; {how}"
+        )
 
     # -- events and what the dashboard reads --------------------------------------------------------
     def position(self) -> Position:

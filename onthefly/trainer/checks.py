@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..session.batches import call_model
+from ..session.batches import split_batch
 
 __all__ = ["check_inputs", "first_forward", "describe", "resolve_device", "amp_mode", "hparams_of"]
 
@@ -22,8 +22,11 @@ def check_inputs(model, optimizer, loss_fn, train_loader) -> None:
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise ConfigError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    if not callable(loss_fn):
-        raise ConfigError(f"loss_fn must be callable (e.g. nn.CrossEntropyLoss()), got {type(loss_fn).__name__}")
+    if loss_fn is not None and not callable(loss_fn):
+        raise ConfigError(
+            f"loss_fn must be callable (e.g. nn.CrossEntropyLoss()), or None for a model that computes its own "
+            f"loss, got {type(loss_fn).__name__}"
+        )
     if not isinstance(train_loader, torch.utils.data.DataLoader):
         raise ConfigError(f"train_loader must be a torch DataLoader, got {type(train_loader).__name__}")
     model_params = {id(p) for p in model.parameters()}
@@ -32,17 +35,37 @@ def check_inputs(model, optimizer, loss_fn, train_loader) -> None:
         raise ConfigError("the optimizer holds none of the model's parameters: build it from model.parameters()")
 
 
-def first_forward(model, loss, inputs, target):
-    """The first batch, with errors that say which input did not fit."""
+def first_forward(forward, loss, batch):
+    """The first batch, with errors that say which input did not fit.
+
+    Args:
+        forward: the loop's :class:`~onthefly.session.model_io.BatchForward`.
+        loss: the loss adapter (checked against this batch).
+        batch: the first batch, on the device.
+
+    Returns:
+        ``(inputs, scores, target, loss_result)``.
+    """
     try:
-        output = call_model(model, inputs)
+        inputs, scores, target, loss_input = forward(batch)
+    except ConfigError:
+        raise
     except Exception as exc:
+        plan = forward._plan_for(batch)
+        shown = {key: batch[key] for key in plan.inputs} if plan is not None else _inputs_of(batch)
         raise ConfigError(
-            f"the model could not take the first batch of train_loader ({describe(inputs)}): "
+            f"the model could not take the first batch of train_loader ({describe(shown)}): "
             f"{type(exc).__name__}: {exc}. Check that the loader yields (inputs, target) the model accepts"
         ) from exc
-    loss.check(output, target)
-    return output, loss(output, target)
+    loss.check(loss_input, target)
+    return inputs, scores, target, loss(loss_input, target)
+
+
+def _inputs_of(batch):
+    try:
+        return split_batch(batch)[0]
+    except ConfigError:
+        return batch
 
 
 def describe(obj: Any) -> str:

@@ -4,9 +4,12 @@ that resume bitwise.
 
 The loop reads top to bottom from ``fit``: set up (``_prepare``), then epochs
 of steps (``_run``, ``_train_epoch``, ``_train_step``), then the end-of-run
-test. Per-sample loss comes from the training forward pass itself; sample ids
-come from the loader's batch sampler. Everything recorded goes through the
-trainer's :class:`~onthefly.session.recorder.Recorder`; what each process of a
+test. Per-sample loss comes from the training forward pass itself (a dict
+batch is spread into ``model(**batch)`` when its forward takes those names;
+``loss_fn=None`` uses the model's own loss); sample ids come from the loader's
+batch sampler, or for a stream from an id key, ``sample_ids=`` or positions.
+Ctrl+C and SIGTERM end a fit cleanly (:mod:`~onthefly.session.interrupts`).
+Everything recorded goes through the trainer's :class:`~onthefly.session.recorder.Recorder`; what each process of a
 multi-process run does differently is its ``Ranks``' business.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, TrainingError
-from ..session.batches import call_model, move_to_device, split_batch
+from ..session.batches import move_to_device
 from ..session.control import (
     nonfinite_action,
     scheduler_metric,
@@ -30,8 +34,10 @@ from ..session.control import (
     validation_due,
 )
 from ..session.factory import resolve_model_factory
+from ..session.interrupts import Interrupts, interrupt_signal
 from ..session.losses import PerSampleLoss, per_sample_grad_norm
 from ..session.metrics import StepMeter, total_grad_norm
+from ..session.model_io import BatchForward, ModelOutputLoss
 from ..session.ranks import join_ranks
 from ..session.recorder import Recorder
 from ..session.resume import ResumePoint, apply_checkpoint, locate_checkpoint
@@ -51,7 +57,8 @@ class _Fit:
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    loss: PerSampleLoss
+    loss: PerSampleLoss | ModelOutputLoss
+    forward: BatchForward  # the model's forward on one batch, its decisions made once
     train: TrackedLoader
     val: TrackedLoader | None
     test: TrackedLoader | None
@@ -65,6 +72,7 @@ class _Fit:
     epoch: int = 0  # epochs finished
     batch_in_epoch: int = 0  # batches consumed in the current epoch
     skip_batches: int = 0  # on resume: batches of the current epoch already trained
+    stream_saved: Any = None  # on resume: the checkpoint's stream position (streams only)
     nonfinite_streak: int = 0
     checked: bool = False  # the first batch went through the model and loss
     last_loss: float = math.nan
@@ -72,6 +80,7 @@ class _Fit:
     recorded: int | None = None  # several processes: this rank's real (unpadded) samples per epoch
     seen: int = 0  # samples this rank took in the current epoch
     wrapped: bool = False  # several processes: the DistributedDataParallel around the model is ours
+    interrupts: Interrupts | None = None  # Ctrl+C / SIGTERM: the loop says where it is (steps, boundaries)
 
     @property
     def module(self) -> nn.Module:
@@ -184,10 +193,17 @@ class Trainer:
         device: str | torch.device | None = None,
         model_factory: Any = None,
         resume_from: str | os.PathLike[str] | None = None,
+        sample_ids: Any = None,
     ) -> nn.Module:
         """Train ``model`` until ``max_epochs``/``max_steps`` (or a stop from the dashboard).
 
         Every argument after ``train_loader`` is keyword-only.
+
+        ``loss_fn=None``: the model computes its own loss (a transformers-style
+        model given its labels); the per-sample values come from its logits
+        (docs/data.md). ``sample_ids``: a function ``batch -> ids`` (one integer
+        per sample) naming the samples of every train batch, for streams whose
+        batches hold no id key.
 
         Returns:
             The trained model (the same object).
@@ -199,24 +215,56 @@ class Trainer:
         recorder = self.recorder
         self.model_factory = resolve_model_factory(model_factory)
         check_inputs(model, optimizer, loss_fn, train_loader)
+        if loss_fn is None and self.config.per_sample_grad_norm:
+            raise ConfigError(
+                "per_sample_grad_norm=True needs a loss_fn: with loss_fn=None the model computes its "
+                "own loss; pass loss_fn= (computed from the logits) or turn per_sample_grad_norm off"
+            )
         recorder.join(join_ranks())  # under torchrun: this process' rank
         resume = locate_checkpoint(resume_from, store=recorder.store) if resume_from is not None else None
         recorder.ranks.barrier()  # every rank has read the checkpoint before rank 0 opens a session
         with recorder.model_held():
-            self._fit = self._prepare(
-                model, optimizer, loss_fn, train_loader, val_loader, test_loader, scheduler, device, resume
+            fit = self._fit = self._prepare(
+                model, optimizer, loss_fn, train_loader, val_loader, test_loader, scheduler, device, resume, sample_ids
             )
+            # one process: a signal during a step waits for its end (a checkpoint there); several: at once
+            fit.interrupts = Interrupts(defer=recorder.ranks.world_size == 1)
             try:
-                with recorder.training():
-                    recorder.connect()
-                    self._run(self._fit)
+                with fit.interrupts:
+                    try:
+                        with recorder.training():
+                            recorder.connect()
+                            self._run(fit)
+                    except BaseException as exc:
+                        signum = interrupt_signal(exc)
+                        if signum is not None:  # Ctrl+C or SIGTERM: rows durable, run marked, one line
+                            self._interrupted(fit, exc, signum)
+                            fit.interrupts.propagate(exc, before_exit=recorder.close)
+                        raise
             finally:
-                self._unwrap(self._fit)
+                self._unwrap(fit)
         return model
 
     def close(self) -> None:
         """Disconnect from the dashboard and close the session's files (they stay on disk)."""
         self.recorder.close()
+
+    def _interrupted(self, fit: _Fit, exc: BaseException, signum: int) -> None:
+        """After Ctrl+C / SIGTERM (the rows are flushed and the run marked by then): a checkpoint when the
+        loop stopped at a batch boundary, and the one line saying where the session is and how to continue."""
+        recorder = self.recorder
+        if not recorder.opened and recorder.ranks.leader:
+            return
+        if fit.interrupts.at_boundary(exc) and recorder.ranks.world_size == 1:
+            try:
+                self._save_checkpoint("interrupt")
+            except Exception as error:  # the interrupt matters more
+                recorder.log("warning", f"no checkpoint at the interrupt: {error}", kind="checkpoint")
+        line = recorder.interrupt_line(signum)
+        if recorder.ranks.leader:
+            recorder.log("info", line, kind="interrupt")
+            recorder.console.close()
+            print(line, file=sys.stderr, flush=True)
 
     @staticmethod
     def _unwrap(fit: _Fit) -> None:
@@ -229,9 +277,22 @@ class Trainer:
         """
         if fit.wrapped:
             fit.model, fit.wrapped = fit.module, False
+            fit.forward.model = fit.model  # nothing keeps the wrapper
 
     # ------------------------------------------------------------------ set-up
-    def _prepare(self, model, optimizer, loss_fn, train_loader, val_loader, test_loader, scheduler, device, resume):
+    def _prepare(
+        self,
+        model,
+        optimizer,
+        loss_fn,
+        train_loader,
+        val_loader,
+        test_loader,
+        scheduler,
+        device,
+        resume,
+        sample_ids=None,
+    ):
         cfg, recorder = self.config, self.recorder
         ranks = recorder.ranks
         device = resolve_device(model, device)
@@ -248,11 +309,13 @@ class Trainer:
             resume=resume,
         )
         train_loader = ranks.split_loader(train_loader, seed=cfg.seed)
+        loss = PerSampleLoss(loss_fn) if loss_fn is not None else ModelOutputLoss(model)
         fit = _Fit(
             model=model,
             optimizer=optimizer,
-            loss=PerSampleLoss(loss_fn),
-            train=TrackedLoader(train_loader, seed=cfg.seed),
+            loss=loss,
+            forward=BatchForward(model, loss),
+            train=TrackedLoader(train_loader, seed=cfg.seed, sample_ids=sample_ids),
             val=TrackedLoader(val_loader, seed=cfg.seed) if val_loader is not None else None,
             test=TrackedLoader(test_loader, seed=cfg.seed) if test_loader is not None else None,
             scheduler=scheduler,
@@ -267,6 +330,7 @@ class Trainer:
             self._restore(fit, resume)
         fit.recorded = ranks.recorded(train_loader.sampler)
         fit.model, fit.wrapped = ranks.wrap_model(model, device)
+        fit.forward.model = fit.model
         return fit
 
     def _restore(self, fit: _Fit, resume: ResumePoint) -> None:
@@ -278,6 +342,7 @@ class Trainer:
         fit.step = int(position.get("step", 0))
         fit.epoch = int(position.get("epoch", 0))
         fit.skip_batches = int(position.get("batch", 0))
+        fit.stream_saved = position.get("stream")
         fit.nonfinite_streak = int(position.get("nonfinite_streak", 0))
 
     # ------------------------------------------------------------------ the loop
@@ -285,13 +350,15 @@ class Trainer:
         """Epochs until a stop condition, the end-of-run test and what a dashboard asks for after it."""
         cfg, recorder = self.config, self.recorder
         recorder.set_state("running")
-        recorder.console.start(fit.max_epochs, len(fit.train), fit.epoch)
+        recorder.console.start(fit.max_epochs, fit.train.length, fit.epoch)
         reached_end = self._train_until_done(fit)
+        fit.interrupts.consistent = False
         if reached_end:
             for more in recorder.more_epochs(do_test_after=cfg.do_test_after, has_test=lambda: fit.test is not None):
                 fit.max_epochs = max(fit.max_epochs or 0, fit.epoch) + more
                 if not self._train_until_done(fit):
                     break
+                fit.interrupts.consistent = False
         self._save_checkpoint("final")
         recorder.finish("finished" if reached_end else "stopped")
         recorder.console.close()
@@ -300,6 +367,7 @@ class Trainer:
         """Epochs of steps until a stop condition (True) or a stop from outside (False)."""
         cfg, recorder = self.config, self.recorder
         while True:
+            fit.interrupts.consistent = True
             if not recorder.boundary():
                 return False
             reason = stop_reason(step=fit.step, epoch=fit.epoch, max_steps=cfg.max_steps, max_epochs=fit.max_epochs)
@@ -315,20 +383,31 @@ class Trainer:
         fit.train.set_epoch(fit.epoch)
         fit.batch_in_epoch = fit.skip_batches
         fit.seen = fit.skip_batches * (fit.train.batch_size or 0)
-        if fit.skip_batches:
-            fit.train.skip_batches(fit.skip_batches)
-            fit.skip_batches = 0
+        if fit.skip_batches or fit.stream_saved is not None:
+            message = fit.train.resume(fit.skip_batches, saved=fit.stream_saved)
+            if message:  # a stream: the one line saying how it resumes
+                recorder.log("info", message, kind="stream")
+            fit.skip_batches, fit.stream_saved = 0, None
         batches = iter(fit.train)
         meter = StepMeter(fit.device)
         fit.model.train()
+        interrupts = fit.interrupts
         exhausted = False
         while not exhausted:
+            interrupts.in_step, interrupts.consistent = False, True  # a batch boundary
+            if interrupts.pending is not None:
+                interrupts.check()  # a signal that waited for the step's end
             if not recorder.boundary():
                 return False
             if cfg.max_steps is not None and fit.step >= cfg.max_steps:
                 recorder.end_pass("train", fit.epoch, fit.step, metrics={"partial": True})
                 return True
+            interrupts.in_step = True
             exhausted = not self._train_step(fit, batches, meter)
+        interrupts.in_step = False
+        if interrupts.pending is not None:
+            interrupts.check()
+        interrupts.consistent = False  # the epoch's end: passes, validation, the scheduler, a checkpoint
         recorder.end_pass("train", fit.epoch, fit.step)
         fit.epoch += 1
         fit.batch_in_epoch = 0
@@ -364,14 +443,14 @@ class Trainer:
             meter.data_end()
             took += 1
             fit.batch_in_epoch += 1
-            inputs, target = split_batch(move_to_device(batch, fit.device))
+            batch = move_to_device(batch, fit.device)
             with fit.autocast():
                 if not fit.checked:
-                    output, result = first_forward(fit.model, fit.loss, inputs, target)
+                    inputs, output, target, result = first_forward(fit.forward, fit.loss, batch)
                     fit.checked = True
                 else:
-                    output = call_model(fit.model, inputs)
-                    result = fit.loss(output, target, batch_size=len(sample_ids))
+                    inputs, output, target, loss_input = fit.forward(batch)
+                    result = fit.loss(loss_input, target, batch_size=len(sample_ids))
             loss = result.loss
             value = float(loss.detach())  # CPU-GPU sync here, once a batch
             local_finite = math.isfinite(value)
@@ -533,6 +612,7 @@ class Trainer:
                     "step": fit.step,
                     "seed": self.config.seed,
                     "nonfinite_streak": fit.nonfinite_streak,
+                    "stream": fit.train.stream_position(),
                 },
             ),
         )

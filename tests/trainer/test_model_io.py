@@ -13,6 +13,7 @@ from torch import nn
 
 from onthefly.errors import ConfigError
 from onthefly.session.model_io import (
+    BatchForward,
     ModelOutputLoss,
     SpreadPlan,
     call_spread,
@@ -171,6 +172,30 @@ def test_forward_batch_spreads_transformers_batches_and_keeps_the_usual_path() -
     assert plain.inputs.shape == (4, 2)
     with pytest.raises(ConfigError):
         forward_batch(nn.Linear(2, 3), {"features_only": torch.zeros(4, 2)})
+
+
+def test_batch_forward_gives_what_forward_batch_gives_and_plans_once_per_structure(monkeypatch) -> None:
+    from onthefly.session import model_io
+
+    model = tiny_bert().eval()
+    batch = {"input_ids": torch.zeros(2, 3, dtype=torch.long), "label": torch.tensor([0, 2])}
+    forward = BatchForward(model, ModelOutputLoss(model))
+    inputs, scores, target, loss_input = forward(batch)
+    step = forward_batch(model, batch)
+    assert inputs.keys() == step.inputs.keys() and target is batch["label"]
+    assert torch.equal(scores, step.scores) and loss_input.logits is scores  # ModelOutputLoss: the whole output
+    planned = []
+    monkeypatch.setattr(model_io, "spread_plan", lambda *a: planned.append(a) or step.plan)
+    forward(batch)
+    forward({"input_ids": batch["input_ids"], "label": batch["label"]})
+    assert planned == []  # the same structure: the plan made on the first batch
+    plain = BatchForward(nn.Linear(2, 3), object())
+    inputs, scores, target, loss_input = plain((torch.zeros(4, 2), torch.zeros(4)))
+    assert scores.shape == (4, 3) and loss_input is scores and inputs.shape == (4, 2) and target.shape == (4,)
+    assert planned == []  # an (x, y) batch never plans
+    monkeypatch.undo()
+    with pytest.raises(ConfigError):
+        plain({"features_only": torch.zeros(4, 2)})
 
 
 # ----------------------------------------------------------------- outputs

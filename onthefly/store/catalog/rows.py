@@ -63,7 +63,7 @@ TABLES = ("sessions", "runs", "run_edges", "checkpoints", "tests", "slices", "ev
 
 
 RUN_KINDS = ("base", "fork", "merge", "imported")
-RUN_STATUSES = ("running", "paused", "finished", "failed", "stopped")
+RUN_STATUSES = ("running", "paused", "finished", "failed", "stopped", "interrupted")
 EDGE_ROLES = ("resumed_from", "fork_of", "merge_of", "imported_from")
 EVENT_LEVELS = ("debug", "info", "warning", "error")
 SESSION_ORIGINS = ("new", "imported")
