@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import os
 import signal
-import sys
 from typing import Any
 
 from torch import nn
@@ -286,10 +285,7 @@ class LightningRun(LightningSession):
                 except BaseException as exc:
                     signum = interrupt_signal(exc)
                     if signum is not None:  # Ctrl+C or SIGTERM: rows durable, run marked, one line
-                        recorder.console.close()
-                        line = recorder.interrupt_line(signum)
-                        recorder.log("info", line, kind="interrupt")
-                        print(line, file=sys.stderr, flush=True)
+                        recorder.interrupted(signum)
                         interrupts.propagate(exc, before_exit=recorder.close)
                     raise
         finally:

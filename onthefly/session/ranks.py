@@ -41,6 +41,10 @@ class Ranks(Protocol):
     leader: bool
     """True on the process that owns the session's catalog, its checkpoints, the link and the console."""
 
+    interrupts_wait_for_the_step: bool
+    """True when a Ctrl+C or SIGTERM may wait for the step to end and take a checkpoint there (one process);
+    several processes stop at once, each on its own signal, with no collective left to agree on a boundary."""
+
     def open_files(self, open_session: Callable[[], Any], *, existing: Any, project: str) -> Any:
         """The session's files: ``open_session()`` on rank 0, this rank's folder in it elsewhere
         (``existing`` when this rank opened it before)."""
@@ -115,6 +119,7 @@ class SingleProcess:
     """One process: every rank question has the trivial answer."""
 
     leader = True
+    interrupts_wait_for_the_step = True
     rank, world_size = 0, 1
 
     def open_files(self, open_session: Callable[[], Any], *, existing: Any, project: str) -> Any:
@@ -196,6 +201,7 @@ class TorchRanks:
     def __init__(self, info: dist.DistInfo) -> None:
         self.info = info
         self.leader = info.leader
+        self.interrupts_wait_for_the_step = False
         self.rank, self.world_size = info.rank, info.world_size
         self._coll = dist.Collective(info)
         self._leading = False  # rank 0 serves a boundary the other ranks wait at

@@ -598,6 +598,23 @@ class Recorder:
         except Exception:  # the original error matters more
             pass
 
+    def interrupted(self, signum: int, *, checkpoint: Callable[[], Any] | None = None) -> None:
+        """After Ctrl+C or SIGTERM (rows flushed and the run marked by :meth:`fail`): the interrupt's own
+        checkpoint where the loop stopped at a batch boundary and the ranks take one there, then the one line
+        saying where the session is and how to continue (logged and printed by the leading rank)."""
+        if not self.opened and self.ranks.leader:
+            return
+        if checkpoint is not None and self.ranks.interrupts_wait_for_the_step:
+            try:
+                checkpoint()
+            except Exception as error:  # the interrupt matters more
+                self.log("warning", f"no checkpoint at the interrupt: {error}", kind="checkpoint")
+        line = self.interrupt_line(signum)
+        if self.ranks.leader:
+            self.log("info", line, kind="interrupt")
+            self.console.close()
+            print(line, file=sys.stderr, flush=True)
+
     def interrupt_line(self, signum: int) -> str:
         """The one line an interrupted fit prints: where the session is and how to continue
         (from the run's latest checkpoint)."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -227,8 +226,7 @@ class Trainer:
             fit = self._fit = self._prepare(
                 model, optimizer, loss_fn, train_loader, val_loader, test_loader, scheduler, device, resume, sample_ids
             )
-            # one process: a signal during a step waits for its end (a checkpoint there); several: at once
-            fit.interrupts = Interrupts(defer=recorder.ranks.world_size == 1)
+            fit.interrupts = Interrupts(defer=recorder.ranks.interrupts_wait_for_the_step)
             try:
                 with fit.interrupts:
                     try:
@@ -252,19 +250,10 @@ class Trainer:
     def _interrupted(self, fit: _Fit, exc: BaseException, signum: int) -> None:
         """After Ctrl+C / SIGTERM (the rows are flushed and the run marked by then): a checkpoint when the
         loop stopped at a batch boundary, and the one line saying where the session is and how to continue."""
-        recorder = self.recorder
-        if not recorder.opened and recorder.ranks.leader:
-            return
-        if fit.interrupts.at_boundary(exc) and recorder.ranks.world_size == 1:
-            try:
-                self._save_checkpoint("interrupt")
-            except Exception as error:  # the interrupt matters more
-                recorder.log("warning", f"no checkpoint at the interrupt: {error}", kind="checkpoint")
-        line = recorder.interrupt_line(signum)
-        if recorder.ranks.leader:
-            recorder.log("info", line, kind="interrupt")
-            recorder.console.close()
-            print(line, file=sys.stderr, flush=True)
+        at_boundary = fit.interrupts.at_boundary(exc)
+        self.recorder.interrupted(
+            signum, checkpoint=(lambda: self._save_checkpoint("interrupt")) if at_boundary else None
+        )
 
     @staticmethod
     def _unwrap(fit: _Fit) -> None:
