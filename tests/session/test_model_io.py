@@ -30,42 +30,9 @@ from onthefly.session.model_io import (
 )
 
 transformers = pytest.importorskip("transformers")
+from tests.session.tiny_models import tiny_bert, tiny_gpt2  # noqa: E402  (after the skip)
 
 VOCAB, B, T = 50, 4, 7
-
-
-def tiny_gpt2():
-    config = transformers.GPT2Config(
-        n_layer=1,
-        n_head=2,
-        n_embd=16,
-        vocab_size=VOCAB,
-        n_positions=32,
-        bos_token_id=0,
-        eos_token_id=0,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-    )
-    torch.manual_seed(0)
-    return transformers.GPT2LMHeadModel(config)
-
-
-def tiny_bert(num_labels: int = 3, **extra):
-    config = transformers.BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-        num_labels=num_labels,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        **extra,
-    )
-    torch.manual_seed(0)
-    return transformers.BertForSequenceClassification(config)
 
 
 def lm_batch():

@@ -15,6 +15,8 @@ from torch.utils.data import DataLoader, IterableDataset
 from onthefly import Trainer
 
 transformers = pytest.importorskip("transformers")
+from tests.session.tiny_models import tiny_bert, tiny_gpt2  # noqa: E402  (after the skip)
+
 StatefulDataLoader = pytest.importorskip("torchdata.stateful_dataloader").StatefulDataLoader
 
 N, FEATURES, CLASSES, BATCH = 30, 5, 3, 4  # 8 batches an epoch, the last one of 2
@@ -171,41 +173,6 @@ class TokenData(torch.utils.data.Dataset):
             "attention_mask": torch.ones(T, dtype=torch.long),
             self.label_key: self.labels[i],
         }
-
-
-def tiny_gpt2():
-    torch.manual_seed(0)
-    return transformers.GPT2LMHeadModel(
-        transformers.GPT2Config(
-            n_layer=1,
-            n_head=2,
-            n_embd=16,
-            vocab_size=VOCAB,
-            n_positions=32,
-            bos_token_id=0,
-            eos_token_id=0,
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
-        )
-    )
-
-
-def tiny_bert():
-    torch.manual_seed(0)
-    return transformers.BertForSequenceClassification(
-        transformers.BertConfig(
-            vocab_size=VOCAB,
-            hidden_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=32,
-            max_position_embeddings=32,
-            num_labels=3,
-            hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0,
-        )
-    )
 
 
 def test_a_causal_lm_trains_from_dict_batches_with_one_row_per_sequence_as_computed_by_hand():
